@@ -62,6 +62,7 @@ class Agent(NamedTuple):
     update: Callable[..., tuple[Any, dict]]
     distribution: Callable[..., Atoms]
     greedy_values: Callable[..., jnp.ndarray]
+    config: Any  # the frozen Config the agent was made from (gamma, ...)
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

@@ -1,0 +1,72 @@
+"""C51 (Bellemare, Dabney, Munos 2017): probabilities on a fixed support in [v_min, v_max],
+trained by cross-entropy to the projected distributional Bellman target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import rlax
+
+from agents.base import Agent, Atoms, require
+from agents.common import MLP, Algorithm, ValueConfig, make_value_agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ValueConfig):
+    num_atoms: int = 51  # support size K
+    v_min: float = 0.0  # lowest return on the support
+    v_max: float = 100.0  # highest return on the support (CartPole's discounted max is < 100)
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.num_atoms >= 2, f"num_atoms={self.num_atoms} must be >= 2")
+        require(self.v_min < self.v_max, f"v_min={self.v_min} must be < v_max={self.v_max}")
+
+    @property
+    def support(self) -> jnp.ndarray:
+        return jnp.linspace(self.v_min, self.v_max, self.num_atoms)
+
+
+class LogitsNetwork(nn.Module):
+    hidden_sizes: tuple[int, ...]
+    num_actions: int
+    num_atoms: int
+
+    @nn.compact
+    def __call__(self, obs):
+        logits = nn.Dense(self.num_actions * self.num_atoms)(MLP(self.hidden_sizes)(obs))
+        return logits.reshape(obs.shape[0], self.num_actions, self.num_atoms)
+
+
+def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_t):
+    """Mean over the batch of rlax.categorical_q_learning; logits [B, A, K], others [B]."""
+    support = config.support
+    per_example = jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))
+    return jnp.mean(
+        per_example(support, logits_tm1, a_tm1, r_t, config.gamma * discount_t, support, logits_t)
+    )
+
+
+def make(config: Config) -> Agent:
+    def network(num_actions):
+        return LogitsNetwork(config.hidden_sizes, num_actions, config.num_atoms)
+
+    def loss(net, params, target_params, batch, key):
+        logits_tm1 = net.apply(params, batch.obs)
+        logits_t = net.apply(target_params, batch.next_obs)
+        return categorical_loss(
+            config, logits_tm1, batch.action, batch.reward, batch.discount, logits_t
+        )
+
+    def distribution(net, params, obs):
+        probs = jax.nn.softmax(net.apply(params, obs), axis=-1)
+        return Atoms(jnp.broadcast_to(config.support, probs.shape), probs)
+
+    def greedy_values(net, params, obs, key):
+        return distribution(net, params, obs).mean()
+
+    return make_value_agent(config, Algorithm(network, loss, greedy_values, distribution))

@@ -1,0 +1,266 @@
+"""Parts every value-based agent shares: MLP torso, replay buffer, epsilon schedule, target sync,
+and `make_value_agent`, which turns an algorithm's network, loss and distribution into an Agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from agents.base import Agent, Atoms, EnvSpec, Transition, require
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueConfig:
+    """Hyperparameters shared by every replay-based agent (defaults: PureJaxRL's CartPole DQN).
+
+    All step counts are environment steps of one seed, summed over its parallel envs.
+    """
+
+    hidden_sizes: tuple[int, ...] = (120, 84)  # MLP torso widths
+    learning_rate: float = 2.5e-4  # Adam step size
+    adam_eps: float = 1e-8  # Adam epsilon (distributional papers use 0.01/batch_size)
+    max_grad_norm: float = 0.0  # global-norm gradient clip; 0 disables it
+    gamma: float = 0.99  # discount of the return the agent predicts
+    buffer_size: int = 10_000  # replay capacity in transitions
+    batch_size: int = 128  # transitions per gradient step
+    learning_starts: int = 10_000  # env steps before the first gradient step
+    train_every: int = 10  # env steps per gradient step
+    target_period: int = 500  # env steps between hard target-network copies
+    epsilon_start: float = 1.0  # exploration at step 0
+    epsilon_end: float = 0.05  # exploration after the decay
+    epsilon_steps: int = 250_000  # env steps of linear epsilon decay
+    eval_epsilon: float = 0.0  # exploration of the greedy evaluation policy
+
+    def validate(self) -> None:
+        require(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+                f"hidden_sizes={self.hidden_sizes} must be one or more positive widths")
+        require(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
+        require(self.adam_eps > 0, f"adam_eps={self.adam_eps} must be > 0")
+        require(self.max_grad_norm >= 0, f"max_grad_norm={self.max_grad_norm} must be >= 0")
+        require(0.0 <= self.gamma <= 1.0, f"gamma={self.gamma} must be in [0, 1]")
+        require(self.buffer_size >= 1, f"buffer_size={self.buffer_size} must be >= 1")
+        require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        require(self.learning_starts >= 0, f"learning_starts={self.learning_starts} must be >= 0")
+        require(self.train_every >= 1, f"train_every={self.train_every} must be >= 1")
+        require(self.target_period >= 1, f"target_period={self.target_period} must be >= 1")
+        for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 1.0, f"{name}={value} must be in [0, 1]")
+        require(self.epsilon_steps >= 0, f"epsilon_steps={self.epsilon_steps} must be >= 0")
+
+
+class MLP(nn.Module):
+    """The shared torso: flatten, then Dense + ReLU per width."""
+
+    hidden_sizes: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        for width in self.hidden_sizes:
+            x = nn.relu(nn.Dense(width)(x))
+        return x
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+
+class Replay(NamedTuple):
+    """A uniform circular replay buffer of transitions (arrays with a leading capacity axis)."""
+
+    storage: Transition
+    position: jnp.ndarray  # next slot to write
+    size: jnp.ndarray  # number of valid slots
+
+
+def replay_init(capacity: int, example: Transition) -> Replay:
+    """Empty buffer shaped like one transition `example` (no batch axis)."""
+    storage = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example)
+    return Replay(storage, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def replay_add(replay: Replay, batch: Transition) -> Replay:
+    """Write a batch [B, ...] of transitions, overwriting the oldest when full."""
+    capacity = jax.tree.leaves(replay.storage)[0].shape[0]
+    batch_size = jax.tree.leaves(batch)[0].shape[0]
+    slots = (replay.position + jnp.arange(batch_size)) % capacity
+    storage = jax.tree.map(lambda s, x: s.at[slots].set(x), replay.storage, batch)
+    return Replay(
+        storage,
+        (replay.position + batch_size) % capacity,
+        jnp.minimum(replay.size + batch_size, capacity),
+    )
+
+
+def replay_sample(replay: Replay, key: jax.Array, batch_size: int) -> Transition:
+    """Uniformly sample `batch_size` stored transitions (with replacement)."""
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
+    return jax.tree.map(lambda s: s[idx], replay.storage)
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+def linear_epsilon(config: ValueConfig, step: jnp.ndarray) -> jnp.ndarray:
+    """Epsilon decayed linearly from epsilon_start to epsilon_end over epsilon_steps env steps."""
+    frac = jnp.clip(step / max(config.epsilon_steps, 1), 0.0, 1.0)
+    if config.epsilon_steps == 0:
+        frac = jnp.ones_like(frac)
+    return config.epsilon_start + frac * (config.epsilon_end - config.epsilon_start)
+
+
+def crossings(step: jnp.ndarray, batch: int, period: int) -> jnp.ndarray:
+    """How many multiples of `period` the env-step counter passes going from step to step+batch."""
+    return (step + batch) // period - step // period
+
+
+def epsilon_greedy(key: jax.Array, values: jnp.ndarray, epsilon: jnp.ndarray) -> jnp.ndarray:
+    """Per row of values [B, A]: the argmax, or with probability epsilon a uniform action."""
+    explore_key, action_key = jax.random.split(key)
+    greedy = jnp.argmax(values, axis=-1)
+    random_actions = jax.random.randint(action_key, greedy.shape, 0, values.shape[-1])
+    explore = jax.random.uniform(explore_key, greedy.shape) < epsilon
+    return jnp.where(explore, random_actions, greedy)
+
+
+# --- the generic replay agent -------------------------------------------------------------------
+
+
+@struct.dataclass
+class ValueState:
+    params: Any
+    target_params: Any
+    opt_state: Any
+    replay: Replay
+    num_updates: jnp.ndarray
+    num_actions: int = struct.field(pytree_node=False)
+
+
+class Algorithm(NamedTuple):
+    """What distinguishes one value-based agent from another.
+
+    network(num_actions) -> nn.Module mapping (obs [B, ...], *extra) to the algorithm's outputs.
+    loss(network, params, target_params, batch, key) -> scalar mean loss over the batch.
+    greedy_values(network, params, obs, key) -> [B, A] values whose argmax is the greedy action.
+    distribution(network, params, obs) -> Atoms [B, A, n].
+    init_inputs(obs [1, ...], key) -> the tuple of arguments for `network.init`.
+    """
+
+    network: Callable[[int], nn.Module]
+    loss: Callable[..., jnp.ndarray]
+    greedy_values: Callable[..., jnp.ndarray]
+    distribution: Callable[..., Atoms]
+    init_inputs: Callable[..., tuple] = lambda obs, key: (obs,)
+
+
+def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
+    """Replay, epsilon-greedy acting, Adam and hard target syncs around an algorithm's loss."""
+    chain = [optax.adam(config.learning_rate, eps=config.adam_eps)]
+    if config.max_grad_norm > 0:
+        chain.insert(0, optax.clip_by_global_norm(config.max_grad_norm))
+    optimiser = optax.chain(*chain)
+
+    def init(key: jax.Array, spec: EnvSpec) -> ValueState:
+        network = algorithm.network(spec.num_actions)
+        init_key, input_key = jax.random.split(key)
+        dummy_obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
+        params = network.init(init_key, *algorithm.init_inputs(dummy_obs, input_key))
+        example = Transition(
+            obs=dummy_obs[0],
+            action=jnp.zeros((), jnp.int32),
+            reward=jnp.zeros((), jnp.float32),
+            discount=jnp.zeros((), jnp.float32),
+            next_obs=dummy_obs[0],
+        )
+        return ValueState(
+            params=params,
+            target_params=params,
+            opt_state=optimiser.init(params),
+            replay=replay_init(config.buffer_size, example),
+            num_updates=jnp.zeros((), jnp.int32),
+            num_actions=spec.num_actions,
+        )
+
+    def greedy_values(state: ValueState, obs: jnp.ndarray, key: jax.Array | None = None):
+        network = algorithm.network(state.num_actions)
+        key = jax.random.PRNGKey(0) if key is None else key
+        return algorithm.greedy_values(network, state.params, obs, key)
+
+    def act(state: ValueState, obs, key, step, explore: bool = True):
+        value_key, action_key = jax.random.split(key)
+        values = greedy_values(state, obs, value_key)
+        epsilon = linear_epsilon(config, step) if explore else config.eval_epsilon
+        return epsilon_greedy(action_key, values, epsilon)
+
+    def loss_fn(params, target_params, batch, key, num_actions):
+        return algorithm.loss(algorithm.network(num_actions), params, target_params, batch, key)
+
+    def learn_once(state: ValueState, key: jax.Array) -> tuple[ValueState, jnp.ndarray]:
+        sample_key, loss_key = jax.random.split(key)
+        batch = replay_sample(state.replay, sample_key, config.batch_size)
+        loss, grads = jax.value_and_grad(loss_fn)(
+            state.params, state.target_params, batch, loss_key, state.num_actions
+        )
+        updates, opt_state = optimiser.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)
+        return state, loss
+
+    def update(state: ValueState, transition: Transition, key: jax.Array, step):
+        """Store the batch, then take the gradient steps and target syncs the schedule asks for.
+
+        `step` is unbatched under vmap, so these conds are real branches.
+        """
+        num_envs = transition.reward.shape[0]
+        state = state.replace(replay=replay_add(state.replay, transition))
+        num_learn = jnp.where(
+            step + num_envs > config.learning_starts,
+            crossings(step, num_envs, config.train_every),
+            0,
+        )
+
+        def body(i, carry):
+            learn_state, loss_sum = carry
+            learn_state, loss = learn_once(learn_state, jax.random.fold_in(key, i))
+            return learn_state, loss_sum + loss
+
+        def learn(state):
+            # With train_every >= num_envs there is at most one step: skip the while loop.
+            if -(-num_envs // config.train_every) == 1:
+                return learn_once(state, key)
+            return jax.lax.fori_loop(0, num_learn, body, (state, jnp.zeros((), jnp.float32)))
+
+        state, loss_sum = jax.lax.cond(
+            num_learn > 0, learn, lambda s: (s, jnp.zeros((), jnp.float32)), state
+        )
+        state = jax.lax.cond(
+            crossings(step, num_envs, config.target_period) > 0,
+            lambda s: s.replace(target_params=s.params),
+            lambda s: s,
+            state,
+        )
+        metrics = {
+            "loss": loss_sum / jnp.maximum(num_learn, 1),
+            "learned": (num_learn > 0).astype(jnp.float32),
+            "epsilon": linear_epsilon(config, step),
+        }
+        return state, metrics
+
+    def distribution(state: ValueState, obs):
+        return algorithm.distribution(algorithm.network(state.num_actions), state.params, obs)
+
+    return Agent(
+        init=init,
+        act=act,
+        update=update,
+        distribution=distribution,
+        greedy_values=greedy_values,
+        config=config,
+    )

@@ -1,0 +1,58 @@
+"""DQN (Mnih et al. 2015): one Q value per action, a point-mass return distribution."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import rlax
+
+from agents.base import Agent, Atoms, require
+from agents.common import MLP, Algorithm, ValueConfig, make_value_agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ValueConfig):
+    huber_delta: float = 0.0  # 0: squared TD error (PureJaxRL); > 0: Huber loss with this delta
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.huber_delta >= 0, f"huber_delta={self.huber_delta} must be >= 0")
+
+
+class QNetwork(nn.Module):
+    hidden_sizes: tuple[int, ...]
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs):
+        return nn.Dense(self.num_actions)(MLP(self.hidden_sizes)(obs))
+
+
+def td_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.ndarray:
+    """Mean over the batch of the (Huber or squared) Q-learning TD error; inputs [B, A] / [B]."""
+    td = jax.vmap(rlax.q_learning)(q_tm1, a_tm1, r_t, config.gamma * discount_t, q_t)
+    if config.huber_delta > 0:
+        return jnp.mean(rlax.huber_loss(td, config.huber_delta))
+    return jnp.mean(jnp.square(td))
+
+
+def make(config: Config) -> Agent:
+    def network(num_actions):
+        return QNetwork(config.hidden_sizes, num_actions)
+
+    def loss(net, params, target_params, batch, key):
+        q_tm1 = net.apply(params, batch.obs)
+        q_t = net.apply(target_params, batch.next_obs)
+        return td_loss(config, q_tm1, batch.action, batch.reward, batch.discount, q_t)
+
+    def greedy_values(net, params, obs, key):
+        return net.apply(params, obs)
+
+    def distribution(net, params, obs):
+        q = net.apply(params, obs)
+        return Atoms(q[..., None], jnp.ones_like(q)[..., None])
+
+    return make_value_agent(config, Algorithm(network, loss, greedy_values, distribution))

@@ -1,0 +1,130 @@
+"""DQN and C51: losses against hand-computed values, config validation, the agent contract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+from agents import c51, dqn
+from agents.base import ConfigError, EnvSpec, Transition
+from agents.common import crossings, linear_epsilon, replay_add, replay_init, replay_sample
+
+SPEC = EnvSpec(observation_shape=(4,), num_actions=2)
+
+
+class TestDQNLoss:
+    # q_tm1[a] vs r + gamma * discount * max q_t: targets 1 + 0.5 * 4 = 3 and 2 (terminal).
+    q_tm1 = jnp.array([[1.0, 2.0], [0.5, 0.0]])
+    a_tm1 = jnp.array([1, 0])
+    r_t = jnp.array([1.0, 2.0])
+    discount_t = jnp.array([1.0, 0.0])
+    q_t = jnp.array([[3.0, 4.0], [10.0, 10.0]])
+
+    def test_squared_td_error(self):
+        config = dqn.Config(gamma=0.5)
+        loss = dqn.td_loss(config, self.q_tm1, self.a_tm1, self.r_t, self.discount_t, self.q_t)
+        np.testing.assert_allclose(loss, (1.0**2 + 1.5**2) / 2, rtol=1e-6)
+
+    def test_huber_td_error(self):
+        config = dqn.Config(gamma=0.5, huber_delta=1.0)
+        loss = dqn.td_loss(config, self.q_tm1, self.a_tm1, self.r_t, self.discount_t, self.q_t)
+        np.testing.assert_allclose(loss, (0.5 * 1.0**2 + (1.5 - 0.5)) / 2, rtol=1e-6)
+
+
+class TestC51Loss:
+    def test_cross_entropy_to_projected_target(self):
+        # Support {0, 1}, gamma 0.5, r 0.5. Next-state action 0 has probs (.5, .5), mean .5;
+        # action 1 has (.75, .25), mean .25, so the greedy next action is 0. Its atoms shift
+        # to {0.5, 1.0}; 0.5 splits evenly onto {0, 1}: target (0.25, 0.75). Online probs
+        # (.5, .5) give cross-entropy -(0.25 ln .5 + 0.75 ln .5) = ln 2.
+        config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.5)
+        logits_tm1 = jnp.zeros((1, 2, 2))
+        logits_t = jnp.array([[[0.0, 0.0], [jnp.log(3.0), 0.0]]])
+        loss = c51.categorical_loss(
+            config, logits_tm1, jnp.array([1]), jnp.array([0.5]), jnp.array([1.0]), logits_t
+        )
+        np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-5)
+
+    def test_terminal_target_is_reward_projection(self):
+        # Terminal: target is a point mass at r = 0.25 -> (0.75, 0.25) on {0, 1}.
+        config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.9)
+        logits_tm1 = jnp.array([[[jnp.log(0.75), jnp.log(0.25)], [0.0, 0.0]]])
+        loss = c51.categorical_loss(
+            config, logits_tm1, jnp.array([0]), jnp.array([0.25]), jnp.array([0.0]),
+            jnp.zeros((1, 2, 2)),
+        )
+        expected = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", agents.names())
+def test_agent_contract_shapes_and_finite(name):
+    agent = agents.make(name, learning_starts=0, batch_size=8, buffer_size=64, train_every=1)
+    key = jax.random.PRNGKey(0)
+    state = agent.init(key, SPEC)
+    obs = jax.random.normal(key, (5, 4))
+    actions = agent.act(state, obs, key, jnp.asarray(0), True)
+    assert actions.shape == (5,) and actions.dtype in (jnp.int32, jnp.int64)
+    transition = Transition(obs, actions, jnp.ones(5), jnp.ones(5), obs + 0.1)
+    state, metrics = jax.jit(agent.update)(state, transition, key, jnp.asarray(0))
+    assert int(state.num_updates) == 5  # train_every=1 with 5 envs: five gradient steps
+    assert np.isfinite(float(metrics["loss"]))
+    dist = agent.distribution(state, obs)
+    assert dist.locs.shape[:2] == (5, 2) and dist.locs.shape == dist.probs.shape
+    np.testing.assert_allclose(dist.probs.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        dist.mean(), agent.greedy_values(state, obs, key), rtol=1e-4, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "name, overrides, fragment",
+    [
+        ("c51", {"num_atoms": 1}, "num_atoms=1"),
+        ("c51", {"v_min": 5, "v_max": 5}, "v_min=5.0"),
+        ("dqn", {"gamma": 1.5}, "gamma=1.5"),
+        ("dqn", {"batch_size": "lots"}, "batch_size='lots'"),
+        ("dqn", {"no_such_key": 1}, "no_such_key"),
+    ],
+)
+def test_bad_config_is_a_clear_error(name, overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        agents.make(name, **overrides)
+
+
+def test_unknown_agent_lists_valid_names():
+    with pytest.raises(ConfigError, match="valid: dqn, c51"):
+        agents.make("rainbow")
+
+
+def test_string_overrides_are_parsed_to_field_types():
+    config = agents.make_config("c51", num_atoms="11", v_max="10", hidden_sizes="64,64")
+    assert config.num_atoms == 11 and config.v_max == 10.0 and config.hidden_sizes == (64, 64)
+
+
+def test_replay_wraps_around_and_samples_only_stored():
+    example = Transition(jnp.zeros(1), jnp.zeros((), jnp.int32), 0.0, 0.0, jnp.zeros(1))
+    replay = replay_init(4, jax.tree.map(jnp.asarray, example))
+    batch = lambda start: Transition(  # noqa: E731
+        jnp.arange(start, start + 3, dtype=jnp.float32)[:, None],
+        jnp.zeros(3, jnp.int32), jnp.zeros(3), jnp.zeros(3), jnp.zeros((3, 1)),
+    )
+    replay = replay_add(replay, batch(0))
+    assert int(replay.size) == 3
+    sampled = replay_sample(replay, jax.random.PRNGKey(0), 100).obs[:, 0]
+    assert set(np.asarray(sampled).tolist()) <= {0.0, 1.0, 2.0}
+    replay = replay_add(replay, batch(3))  # writes 3, 4, 5 into slots 3, 0, 1
+    np.testing.assert_array_equal(replay.storage.obs[:, 0], [4.0, 5.0, 2.0, 3.0])
+    assert int(replay.size) == 4 and int(replay.position) == 2
+
+
+def test_schedules_follow_the_global_step():
+    config = dqn.Config(epsilon_start=1.0, epsilon_end=0.1, epsilon_steps=100)
+    np.testing.assert_allclose(linear_epsilon(config, jnp.asarray(50)), 0.55, rtol=1e-6)
+    np.testing.assert_allclose(linear_epsilon(config, jnp.asarray(1000)), 0.1, rtol=1e-6)
+    # 10 envs, one gradient step per 10 env steps: every iteration learns once.
+    assert int(crossings(jnp.asarray(20), 10, 10)) == 1
+    # target period 500: only the iteration that passes a multiple of 500 syncs.
+    assert int(crossings(jnp.asarray(490), 10, 500)) == 1
+    assert int(crossings(jnp.asarray(500), 10, 500)) == 0
