@@ -14,6 +14,8 @@ from agents.base import Agent, Atoms, ConfigError, EnvSpec, Transition, build_co
 _MODULES = {
     "dqn": "agents.dqn",
     "c51": "agents.c51",
+    "qrdqn": "agents.qrdqn",
+    "iqn": "agents.iqn",
 }
 
 

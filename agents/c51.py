@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import rlax
 
 from agents.base import Agent, Atoms, require
-from agents.common import MLP, Algorithm, ValueConfig, make_value_agent
+from agents.common import Algorithm, AtomsNetwork, ValueConfig, make_value_agent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,17 +30,6 @@ class Config(ValueConfig):
         return jnp.linspace(self.v_min, self.v_max, self.num_atoms)
 
 
-class LogitsNetwork(nn.Module):
-    hidden_sizes: tuple[int, ...]
-    num_actions: int
-    num_atoms: int
-
-    @nn.compact
-    def __call__(self, obs):
-        logits = nn.Dense(self.num_actions * self.num_atoms)(MLP(self.hidden_sizes)(obs))
-        return logits.reshape(obs.shape[0], self.num_actions, self.num_atoms)
-
-
 def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_t):
     """Mean over the batch of rlax.categorical_q_learning; logits [B, A, K], others [B]."""
     support = config.support
@@ -53,7 +41,7 @@ def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_
 
 def make(config: Config) -> Agent:
     def network(num_actions):
-        return LogitsNetwork(config.hidden_sizes, num_actions, config.num_atoms)
+        return AtomsNetwork(config.hidden_sizes, num_actions, config.num_atoms)
 
     def loss(net, params, target_params, batch, key):
         logits_tm1 = net.apply(params, batch.obs)

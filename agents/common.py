@@ -264,3 +264,29 @@ def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
         greedy_values=greedy_values,
         config=config,
     )
+
+
+# --- shared by the quantile and expectile agents --------------------------------------------------
+
+
+def midpoint_taus(num: int) -> jnp.ndarray:
+    """The levels tau_i = (2i - 1) / (2 num), i = 1..num: an even grid of (0, 1)."""
+    return (2.0 * jnp.arange(1, num + 1) - 1.0) / (2.0 * num)
+
+
+def equal_weight_atoms(values: jnp.ndarray) -> Atoms:
+    """Atoms at `values` [..., K], each with probability 1/K (quantiles, imputed samples)."""
+    return Atoms(values, jnp.full_like(values, 1.0 / values.shape[-1]))
+
+
+class AtomsNetwork(nn.Module):
+    """Torso, then num_actions x num_outputs values per observation: [B, A, K]."""
+
+    hidden_sizes: tuple[int, ...]
+    num_actions: int
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, obs):
+        out = nn.Dense(self.num_actions * self.num_outputs)(MLP(self.hidden_sizes)(obs))
+        return out.reshape(obs.shape[0], self.num_actions, self.num_outputs)

@@ -36,6 +36,7 @@ class SeedResults:
     train_loss: np.ndarray  # [S, num_evals]
     compile_seconds: float
     train_seconds: float  # compiled chunks only, excluding compile and evaluation
+    chunk_seconds: np.ndarray  # [num_evals] wall time of each compiled chunk
     eval_seconds: float
     env_steps: int  # per seed
     num_devices: int
@@ -101,14 +102,15 @@ def run_seeds(
     jax.block_until_ready(runner)
     compile_seconds = time.perf_counter() - compile_start
 
-    train_seconds = eval_seconds = 0.0
+    chunk_seconds = []
+    eval_seconds = 0.0
     evaluations: list[Evaluation] = []
     logs = []
     for chunk in range(config.num_evals):
         start = time.perf_counter()
         runner, log = run_chunk(runner, jnp.asarray(chunk, jnp.int32))
         jax.block_until_ready(runner)
-        train_seconds += time.perf_counter() - start
+        chunk_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
         evaluation = jax.device_get(evaluate(runner, fold_in(eval_keys, jnp.asarray(chunk, jnp.uint32))))
         eval_seconds += time.perf_counter() - start
@@ -138,7 +140,8 @@ def run_seeds(
         train_returns=stack([log.mean_episode_return for log in logs]),
         train_loss=stack([log.mean_loss for log in logs]),
         compile_seconds=compile_seconds,
-        train_seconds=train_seconds,
+        train_seconds=float(np.sum(chunk_seconds)),
+        chunk_seconds=np.asarray(chunk_seconds),
         eval_seconds=eval_seconds,
         env_steps=config.num_iterations * config.num_envs,
         num_devices=num_devices,

@@ -1,0 +1,111 @@
+"""IQN (Dabney et al. 2018b): a network theta(s, a, tau) for any tau in (0, 1), the tau's cosine
+embedding multiplied into the torso features, trained by quantile Huber regression on sampled taus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import rlax
+
+from agents.base import Agent, require
+from agents.common import MLP, Algorithm, ValueConfig, equal_weight_atoms, make_value_agent, midpoint_taus
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ValueConfig):
+    num_tau_samples: int = 8  # N: taus sampled for the online quantiles
+    num_tau_prime_samples: int = 8  # N': taus sampled for the target quantiles
+    num_quantile_samples: int = 32  # K: taus whose mean value ranks actions (an even grid)
+    embedding_dim: int = 64  # cosine features cos(pi i tau), i = 0..embedding_dim-1
+    huber_kappa: float = 1.0  # Huber threshold of the quantile loss
+    num_distribution_quantiles: int = 51  # the even tau grid `distribution` reports
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("num_tau_samples", "num_tau_prime_samples", "num_quantile_samples",
+                     "embedding_dim", "num_distribution_quantiles"):
+            value = getattr(self, name)
+            require(value >= 1, f"{name}={value} must be >= 1")
+        require(self.huber_kappa >= 0, f"huber_kappa={self.huber_kappa} must be >= 0")
+
+
+def cosine_embedding(taus: jnp.ndarray, embedding_dim: int) -> jnp.ndarray:
+    """cos(pi * i * tau) for i = 0..embedding_dim-1: taus [..., T] -> [..., T, embedding_dim]."""
+    return jnp.cos(jnp.pi * jnp.arange(embedding_dim) * taus[..., None])
+
+
+class ImplicitQuantileNetwork(nn.Module):
+    """(obs [B, ...], taus [B, T]) -> quantile values [B, T, A]."""
+
+    hidden_sizes: tuple[int, ...]
+    num_actions: int
+    embedding_dim: int
+
+    @nn.compact
+    def __call__(self, obs, taus):
+        features = MLP(self.hidden_sizes)(obs)  # [B, d]
+        tau_features = nn.relu(
+            nn.Dense(features.shape[-1])(cosine_embedding(taus, self.embedding_dim))
+        )  # [B, T, d]
+        return nn.Dense(self.num_actions)(features[:, None, :] * tau_features)
+
+
+def iqn_loss(config: Config, z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_selector):
+    """Quantile Huber loss, mean over the batch.
+
+    z_tm1 [B, N, A] online values at taus_tm1 [B, N]; z_t [B, N', A] target values at sampled
+    taus; q_t_selector [B, A] the values that pick the greedy next action.
+    """
+
+    def per_example(z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_selector):
+        a_t = jnp.argmax(q_t_selector)
+        target = jax.lax.stop_gradient(r_t + discount_t * z_t[:, a_t])
+        return rlax.quantile_regression_loss(z_tm1[:, a_tm1], taus_tm1, target, config.huber_kappa)
+
+    return jnp.mean(
+        jax.vmap(per_example)(
+            z_tm1, taus_tm1, a_tm1, r_t, config.gamma * discount_t, z_t, q_t_selector
+        )
+    )
+
+
+def make(config: Config) -> Agent:
+    greedy_taus = midpoint_taus(config.num_quantile_samples)
+    distribution_taus = midpoint_taus(config.num_distribution_quantiles)
+
+    def network(num_actions):
+        return ImplicitQuantileNetwork(config.hidden_sizes, num_actions, config.embedding_dim)
+
+    def at_taus(net, params, obs, taus):
+        return net.apply(params, obs, jnp.broadcast_to(taus, (obs.shape[0], taus.shape[-1])))
+
+    def greedy_values(net, params, obs, key):
+        # The mean over K taus; an even grid is a lower-variance stand-in for K uniform draws.
+        return jnp.mean(at_taus(net, params, obs, greedy_taus), axis=1)
+
+    def loss(net, params, target_params, batch, key):
+        online_key, target_key = jax.random.split(key)
+        batch_size = batch.reward.shape[0]
+        taus = jax.random.uniform(online_key, (batch_size, config.num_tau_samples))
+        taus_prime = jax.random.uniform(target_key, (batch_size, config.num_tau_prime_samples))
+        z_tm1 = net.apply(params, batch.obs, taus)
+        z_t = net.apply(target_params, batch.next_obs, taus_prime)
+        q_t_selector = greedy_values(net, target_params, batch.next_obs, None)
+        return iqn_loss(
+            config, z_tm1, taus, batch.action, batch.reward, batch.discount, z_t, q_t_selector
+        )
+
+    def distribution(net, params, obs):
+        values = at_taus(net, params, obs, distribution_taus)  # [B, T, A]
+        return equal_weight_atoms(jnp.swapaxes(values, 1, 2))
+
+    def init_inputs(obs, key):
+        return obs, jax.random.uniform(key, (obs.shape[0], config.num_tau_samples))
+
+    return make_value_agent(
+        config, Algorithm(network, loss, greedy_values, distribution, init_inputs)
+    )

@@ -1,0 +1,206 @@
+"""The `distbench` command line: list, train, run, report, compare, throughput.
+
+Bad input is reported in one line naming the bad value and what is valid (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# XLA runs these small vmapped programs on about one core per device, so on the CPU the seed
+# axis is split over one host device per core (see DESIGN.md). Must happen before jax loads.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    _cpu_devices = os.environ.get("DISTBENCH_CPU_DEVICES", str(os.cpu_count() or 1))
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_cpu_devices}"
+    ).strip()
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A bad command-line value."""
+
+
+def _parse_sets(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair or not pair.split("=", 1)[0]:
+            raise UsageError(f"{flag} {pair!r} is not of the form key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{name}={value} must be >= 1")
+
+
+def cmd_list(args) -> int:
+    import agents
+    import envs
+    from benchmarks import suites
+
+    print("agents:       " + ", ".join(agents.names()))
+    print("environments: " + ", ".join(envs.names()))
+    print("suites:       " + ", ".join(suites.names()))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from benchmarks import cell
+
+    _positive("--seeds", args.seeds)
+    if args.seed_start < 0:
+        raise UsageError(f"--seed-start={args.seed_start} must be >= 0")
+    spec = cell.CellSpec.build(
+        agent=args.agent,
+        env=args.env,
+        agent_overrides=_parse_sets(args.set, "--set"),
+        env_overrides=_parse_sets(args.env_set, "--env-set"),
+        train_overrides={
+            k: v
+            for k, v in {
+                "total_steps": args.steps,
+                "num_envs": args.num_envs,
+                "num_evals": args.evals,
+                "eval_episodes": args.eval_episodes,
+            }.items()
+            if v is not None
+        },
+    )
+    record = cell.run_cell(
+        spec,
+        range(args.seed_start, args.seed_start + args.seeds),
+        base_seed=args.base_seed,
+        show_progress=not args.quiet,
+    )
+    from benchmarks import tables
+
+    print(tables.cells_markdown([record]))
+    if args.out:
+        from benchmarks import results
+
+        results.write_json(args.out, cell.train_payload(record))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from benchmarks import suites, tables
+
+    _positive("--seeds", args.seeds)
+    _positive("--steps", args.steps)
+    suite = suites.load(args.suite, seeds=args.seeds, steps=args.steps)
+    out = Path(args.out) if args.out else Path("results") / suite.name
+    payload = suites.run_suite(suite, out, base_seed=args.base_seed, show_progress=not args.quiet)
+    if suite.kind == "train":
+        print(tables.cells_markdown(payload["cells"]))
+    print(f"results in {out}/")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from benchmarks import report
+
+    for path in report.regenerate(args.dir):
+        print(path)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from benchmarks import compare
+
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha={args.alpha} must be in (0, 1)")
+    code, text = compare.run(args.baseline, args.new, alpha=args.alpha)
+    print(text)
+    if args.markdown_out:
+        from benchmarks.results import atomic_write_text
+
+        atomic_write_text(args.markdown_out, text + "\n")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distbench",
+        description="Benchmark distributional RL agents in JAX: many seeds, calibration, speed.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list agents, environments and suites").set_defaults(func=cmd_list)
+
+    train = sub.add_parser("train", help="train one agent on one env over many vmapped seeds")
+    train.add_argument("--agent", required=True, help="agent name (see `distbench list`)")
+    train.add_argument("--env", required=True, help="environment name (see `distbench list`)")
+    train.add_argument("--seeds", type=int, default=8, help="number of seeds (default 8)")
+    train.add_argument("--seed-start", type=int, default=0, help="first seed id (default 0)")
+    train.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
+    train.add_argument("--steps", type=int, help="env steps per seed (default 500000)")
+    train.add_argument("--num-envs", type=int, help="parallel envs per seed (default 10)")
+    train.add_argument("--evals", type=int, help="greedy evaluations during training (default 10)")
+    train.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default 16)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="agent config override, repeatable (e.g. --set num_atoms=101)",
+    )
+    train.add_argument(
+        "--env-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="environment parameter override, repeatable",
+    )
+    train.add_argument("--out", help="write the canonical JSON result here")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help="run a suite (resumable): every agent x env cell")
+    run.add_argument("--suite", default="quick", help="suite name or .toml path (default quick)")
+    run.add_argument("--seeds", type=int, help="override the suite's seeds per cell")
+    run.add_argument("--steps", type=int, help="override the suite's env steps per seed")
+    run.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
+    run.add_argument("--out", help="output folder (default results/SUITE)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="regenerate tables and plots from DIR/results.json")
+    rep.add_argument("dir", help="a results folder (or its results.json)")
+    rep.set_defaults(func=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="exit 1 on a significant regression from BASELINE")
+    cmp_.add_argument("baseline", help="baseline results folder or results.json")
+    cmp_.add_argument("new", help="new results folder or results.json")
+    cmp_.add_argument("--alpha", type=float, default=0.01, help="significance level (0.01)")
+    cmp_.add_argument("--markdown-out", help="also write the Markdown table here")
+    cmp_.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.base import ConfigError
+    from benchmarks.results import ResultsError
+    from benchmarks.suites import SuiteError
+    from envs.registry import EnvError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, EnvError, ResultsError, SuiteError) as err:
+        print(f"distbench: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("distbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

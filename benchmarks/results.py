@@ -1,0 +1,155 @@
+"""Canonical JSON results: metadata (commit, versions, devices, configs), per-seed values, and
+atomic writes so an interrupted run never leaves a corrupt or half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+_PACKAGES = ("distbench", "jax", "jaxlib", "flax", "optax", "chex", "gymnax", "rlax", "numpy")
+
+
+class ResultsError(ValueError):
+    """A results file that is missing, corrupt, or from another schema version or suite."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy arrays and scalars, dataclasses and tuples to plain JSON types (NaN -> None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__") and not isinstance(value, str):
+        return to_jsonable(np.asarray(value).tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        commit = out.stdout.strip()
+        if out.returncode != 0 or not commit:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def metadata() -> dict[str, Any]:
+    """Where and with what a result was produced."""
+    import jax
+
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    devices = jax.devices()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(payload), indent=1, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:
+    """Load a results file, or raise ResultsError saying what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"results file {str(path)!r} does not exist")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ResultsError(
+            f"results file {str(path)!r} is corrupt (not valid JSON: {err})"
+        ) from None
+    if not isinstance(payload, dict) or "metadata" not in payload:
+        raise ResultsError(f"results file {str(path)!r} is not a distbench result (no metadata)")
+    version = payload["metadata"].get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(
+            f"results file {str(path)!r} has schema version {version!r}; this distbench reads "
+            f"version {SCHEMA_VERSION} (re-run it with this version)"
+        )
+    if kind is not None and payload.get("kind") != kind:
+        raise ResultsError(
+            f"results file {str(path)!r} holds a {payload.get('kind')!r} result, expected {kind!r}"
+        )
+    return payload
