@@ -1,0 +1,62 @@
+"""The command line: bad input gives one clear line and exit code 2; commands run end to end."""
+
+import json
+
+import pytest
+
+from benchmarks.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--agent", "rainbow", "--env", "CartPole-v1"], "unknown agent 'rainbow'; valid: dqn"),
+        (["train", "--agent", "c51", "--env", "CartPole-v9"], "unknown environment 'CartPole-v9'"),
+        (["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "num_atoms=1"], "num_atoms=1"),
+        (["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "v_min=10",
+          "--set", "v_max=0"], "v_min=10.0 must be < v_max=0.0"),
+        (["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "atoms=5"],
+         "unknown c51 config key atoms; valid keys:"),
+        (["train", "--agent", "dqn", "--env", "CartPole-v1", "--set", "batch_size=big"],
+         "batch_size='big' is not an integer"),
+        (["train", "--agent", "dqn", "--env", "CartPole-v1", "--set", "oops"], "key=value"),
+        (["train", "--agent", "dqn", "--env", "CartPole-v1", "--seeds", "0"], "--seeds=0"),
+        (["train", "--agent", "dqn", "--env", "CartPole-v1", "--steps", "-5"], "steps=-5"),
+        (["train", "--agent", "dqn", "--env", "CartPole-v1", "--env-set", "gravity=x"], "gravity"),
+        (["train", "--agent", "dqn", "--env", "Pendulum-v1"], "continuous action space"),
+        (["run", "--suite", "nosuch"], "unknown suite 'nosuch'; valid:"),
+        (["run", "--suite", "quick", "--seeds", "0"], "--seeds=0"),
+        (["report", "/nonexistent/results"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_list_names_agents_envs_and_suites(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("c51", "qrdqn", "CartPole-v1", "VariableMagnitude-mouse", "quick"):
+        assert name in out
+
+
+def test_train_prints_table_and_writes_json_with_per_seed_values(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = ["train", "--agent", "dqn", "--env", "CartPole-v1", "--seeds", "3", "--seed-start", "5",
+            "--steps", "600", "--evals", "2", "--eval-episodes", "2", "--num-envs", "3",
+            "--set", "learning_starts=100", "--set", "batch_size=16", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| dqn | CartPole-v1 | 3 |" in table and "env steps/s" in table
+    payload = json.loads(out.read_text())
+    cell = payload["cells"][0]
+    assert cell["seed_ids"] == [5, 6, 7]
+    assert len(cell["per_seed"]["return"]) == 3
+    assert cell["spec"]["agent_config"]["learning_starts"] == 100
+    meta = payload["metadata"]
+    for key in ("schema_version", "commit", "versions", "device_kind", "device_count"):
+        assert key in meta
+    assert meta["versions"]["jax"]
