@@ -63,25 +63,31 @@ def compare(baseline: dict, new: dict, *, alpha: float = 0.01) -> dict:
 
     base_cells = {key(c): c for c in baseline["cells"]}
     new_cells = {key(c): c for c in new["cells"]}
-    rows = []
+    pairs = []
     for name in [k for k in base_cells if k in new_cells]:
         for metric, rule in RULES.items():
             before = _samples(base_cells[name], metric)
             after = _samples(new_cells[name], metric)
-            if before is None or after is None:
-                continue
-            test = stats.regression_test(
-                before, after, higher_is_better=rule.higher_is_better,
-                min_effect=rule.min_effect, min_abs_effect=rule.min_abs_effect, alpha=alpha,
-            )
-            verdict = ("REGRESSION" if test["significant_regression"]
-                       else "improvement" if test["significant_improvement"] else "no change")
-            rows.append({"cell": name, "metric": rule.label, **test, "verdict": verdict})
+            if before is not None and after is not None:
+                pairs.append((name, rule, before, after))
+    # Many cells x metrics are tested at once: Bonferroni keeps the chance that seed noise
+    # fails a build anywhere at most alpha.
+    per_test_alpha = alpha / max(len(pairs), 1)
+    rows = []
+    for name, rule, before, after in pairs:
+        test = stats.regression_test(
+            before, after, higher_is_better=rule.higher_is_better,
+            min_effect=rule.min_effect, min_abs_effect=rule.min_abs_effect, alpha=per_test_alpha,
+        )
+        verdict = ("REGRESSION" if test["significant_regression"]
+                   else "improvement" if test["significant_improvement"] else "no change")
+        rows.append({"cell": name, "metric": rule.label, **test, "verdict": verdict})
     return {
         "rows": rows,
         "missing_in_new": sorted(set(base_cells) - set(new_cells)),
         "new_only": sorted(set(new_cells) - set(base_cells)),
         "regressions": sum(r["verdict"] == "REGRESSION" for r in rows),
+        "per_test_alpha": per_test_alpha,
     }
 
 
@@ -91,7 +97,8 @@ def markdown(outcome: dict, baseline_path: str, new_path: str) -> str:
         f"### distbench compare: `{baseline_path}` -> `{new_path}`",
         "",
         "IQM over seeds (throughput: over compiled chunks). A change counts when it exceeds the "
-        "metric's effect threshold and the one-sided Mann-Whitney p < alpha.",
+        "metric's effect threshold and the one-sided Mann-Whitney p < alpha / number of tests "
+        f"(Bonferroni, {outcome['per_test_alpha']:.2g} here).",
         "",
         "| cell | metric | baseline | new | change | p | verdict |",
         "|---|---|---|---|---|---|---|",
