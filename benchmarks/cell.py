@@ -16,7 +16,7 @@ import numpy as np
 import agents
 import envs
 from agents.base import build_config, require
-from benchmarks import metrics, stats
+from benchmarks import distributed, metrics, stats
 from benchmarks.results import metadata, to_jsonable
 from benchmarks.runner import SeedResults, run_seeds
 from benchmarks.train import TrainConfig
@@ -150,8 +150,10 @@ def run_cell(spec: CellSpec, seed_ids, *, base_seed: int = 0, show_progress: boo
         progress = bar.update
     try:
         results = run_seeds(
-            agent, env, params, spec.train_config, seed_ids, base_seed=base_seed, progress=progress
+            agent, env, params, spec.train_config, distributed.local_share(seed_ids),
+            base_seed=base_seed, progress=progress,
         )
+        results = distributed.gather(results)
     finally:
         if bar is not None:
             bar.close()

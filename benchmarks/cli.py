@@ -53,6 +53,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from benchmarks import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     from benchmarks import cell
 
     _positive("--seeds", args.seeds)
@@ -80,6 +83,8 @@ def cmd_train(args) -> int:
         base_seed=args.base_seed,
         show_progress=not args.quiet,
     )
+    if not distributed.is_main_process():
+        return 0
     from benchmarks import tables
 
     print(tables.cells_markdown([record]))
@@ -91,7 +96,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_distributed_flags(parser) -> None:
+    group = parser.add_argument_group("many hosts (jax.distributed)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, help="number of processes in the run")
+    group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
+
+
 def cmd_run(args) -> int:
+    from benchmarks import distributed
+
+    # Before anything (gymnax's imports included) can start the XLA backend.
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     from benchmarks import suites, tables
 
     _positive("--seeds", args.seeds)
@@ -99,6 +115,8 @@ def cmd_run(args) -> int:
     suite = suites.load(args.suite, seeds=args.seeds, steps=args.steps)
     out = Path(args.out) if args.out else Path("results") / suite.name
     payload = suites.run_suite(suite, out, base_seed=args.base_seed, show_progress=not args.quiet)
+    if not distributed.is_main_process():
+        return 0
     if suite.kind == "train":
         print(tables.cells_markdown(payload["cells"]))
     print(f"results in {out}/")
@@ -160,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", help="write the canonical JSON result here")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_distributed_flags(train)
     train.set_defaults(func=cmd_train)
 
     run = sub.add_parser("run", help="run a suite (resumable): every agent x env cell")
@@ -169,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
     run.add_argument("--out", help="output folder (default results/SUITE)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_distributed_flags(run)
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="regenerate tables and plots from DIR/results.json")
@@ -184,22 +204,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _usage_errors() -> tuple[type, ...]:
+    """The exceptions that mean bad input. Imported only when one is raised: importing envs
+    (gymnax) starts the XLA backend, which a multi-process run must initialise first."""
     from agents.base import ConfigError
     from benchmarks.results import ResultsError
     from benchmarks.suites import SuiteError
     from envs.registry import EnvError
 
+    return (UsageError, ConfigError, EnvError, ResultsError, SuiteError)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ConfigError, EnvError, ResultsError, SuiteError) as err:
-        print(f"distbench: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("distbench: interrupted", file=sys.stderr)
         return 130
+    except ValueError as err:
+        if not isinstance(err, _usage_errors()):
+            raise
+        print(f"distbench: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

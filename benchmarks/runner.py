@@ -48,7 +48,8 @@ class SeedResults:
 
 
 def _mesh_sharding() -> NamedSharding:
-    return NamedSharding(Mesh(np.array(jax.devices()), ("seeds",)), PartitionSpec("seeds"))
+    # Local devices: in a multi-process run each process trains its own share of the seeds.
+    return NamedSharding(Mesh(np.array(jax.local_devices()), ("seeds",)), PartitionSpec("seeds"))
 
 
 def run_seeds(
@@ -70,7 +71,7 @@ def run_seeds(
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
     num_seeds = len(seed_ids)
     trainer = make_train(agent, env, env_params, config)
-    num_devices = jax.device_count()
+    num_devices = jax.local_device_count()
     padded = -(-num_seeds // num_devices) * num_devices
     padded_ids = np.concatenate([seed_ids, np.repeat(seed_ids[-1:], padded - num_seeds)])
     sharding = _mesh_sharding()

@@ -15,6 +15,7 @@ from typing import Any
 import agents
 import envs
 from agents.base import ConfigError
+from benchmarks import distributed
 from benchmarks import results as results_io
 from benchmarks.cell import CellSpec, run_cell
 from benchmarks.train import TrainConfig
@@ -199,11 +200,12 @@ def run_suite(suite: Suite, out_dir: str | Path, *, base_seed: int = 0, seed_sta
         log(f"[{index}/{len(suite.cells)}] {spec.name}: {num_seeds} seeds x "
             f"{spec.train_config.total_steps:,} steps")
         record = run_cell(spec, seed_ids, base_seed=base_seed, show_progress=show_progress)
-        results_io.write_json(
-            path,
-            {"kind": "cell", "metadata": results_io.metadata(), "fingerprint": fingerprint,
-             "cell": record},
-        )
+        if distributed.is_main_process():
+            results_io.write_json(
+                path,
+                {"kind": "cell", "metadata": results_io.metadata(), "fingerprint": fingerprint,
+                 "cell": record},
+            )
         records.append(record)
     payload = {
         "kind": "suite",
@@ -212,8 +214,9 @@ def run_suite(suite: Suite, out_dir: str | Path, *, base_seed: int = 0, seed_sta
         "metadata": results_io.metadata(),
         "cells": records,
     }
-    results_io.write_json(out_dir / "results.json", payload)
-    from benchmarks import report
+    if distributed.is_main_process():
+        results_io.write_json(out_dir / "results.json", payload)
+        from benchmarks import report
 
-    report.write_report(out_dir, payload)
+        report.write_report(out_dir, payload)
     return payload
