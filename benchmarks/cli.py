@@ -145,6 +145,24 @@ def cmd_compare(args) -> int:
     return code
 
 
+def cmd_throughput(args) -> int:
+    from benchmarks import throughput
+
+    try:
+        counts = [int(c) for c in args.seeds.split(",") if c.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds={args.seeds!r} must be comma-separated integers") from None
+    if not counts or min(counts) < 1:
+        raise UsageError(f"--seeds={args.seeds!r} must list seed counts >= 1")
+    _positive("--steps", args.steps)
+    out = Path(args.out) if args.out else Path("results") / "throughput"
+    payload = throughput.run(args.agent, args.env, counts, args.steps,
+                             _parse_sets(args.set, "--set"), out)
+    print(throughput.markdown(payload))
+    print(f"wrote {out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distbench",
@@ -201,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--alpha", type=float, default=0.01, help="significance level (0.01)")
     cmp_.add_argument("--markdown-out", help="also write the Markdown table here")
     cmp_.set_defaults(func=cmd_compare)
+
+    thr = sub.add_parser("throughput", help="env steps/s, compile time, memory vs seed count")
+    thr.add_argument("--agent", default="c51", help="agent (default c51)")
+    thr.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
+    thr.add_argument("--seeds", default="1,8,64,256,1024,4096",
+                     help="comma-separated seed counts (default 1,8,64,256,1024,4096)")
+    thr.add_argument("--steps", type=int, default=5_000, help="env steps per seed (default 5000)")
+    thr.add_argument("--set", action="append", metavar="KEY=VALUE", help="agent config override")
+    thr.add_argument("--out", help="output folder (default results/throughput)")
+    thr.set_defaults(func=cmd_throughput)
     return parser
 
 

@@ -27,6 +27,9 @@ from benchmarks.cli import main
         (["run", "--suite", "nosuch"], "unknown suite 'nosuch'; valid:"),
         (["run", "--suite", "quick", "--seeds", "0"], "--seeds=0"),
         (["report", "/nonexistent/results"], "does not exist"),
+        (["throughput", "--seeds", "1,x"], "comma-separated integers"),
+        (["throughput", "--seeds", "0"], "seed counts >= 1"),
+        (["throughput", "--agent", "nope", "--seeds", "1"], "unknown agent 'nope'"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(argv, fragment, capsys):

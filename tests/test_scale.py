@@ -56,3 +56,18 @@ def test_four_devices_match_one_device_seed_for_seed():
         four["kernel"], one.final_state.params["params"]["MLP_0"]["Dense_0"]["kernel"],
         rtol=1e-4, atol=1e-6,
     )
+
+
+def test_throughput_sweep_reports_ceilings_and_memory(tmp_path):
+    from benchmarks import throughput
+
+    payload = throughput.run("dqn", "CartPole-v1", [2], 400, {"batch_size": "16"}, tmp_path)
+    (row,) = payload["rows"]
+    assert row["status"] == "ok" and row["num_seeds"] == 2
+    # Training does strictly more work than either ceiling's half.
+    assert row["env_steps_per_second"] < row["learning_off_steps_per_second"]
+    assert 0 < row["fraction_of_ceiling"] < 2
+    # One seed's state: replay (10,000 x 2 obs of 4 floats + 3 scalars) dominates.
+    assert 10_000 * 11 * 4 <= row["state_bytes_per_seed"] < 2 * 10_000 * 11 * 4 + 2**20
+    assert (tmp_path / "dqn_CartPole-v1.md").read_text().count("| 2 |") == 1
+    assert (tmp_path / "dqn_CartPole-v1.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,183 @@
+"""`distbench throughput`: env steps/s, compile seconds and memory against the number of seeds,
+with the loop's own ceilings (learning off; the learning step alone) measured in the same run.
+
+Each seed count runs in a fresh subprocess, so its peak memory is its own and an out-of-memory
+count is recorded as such instead of ending the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import agents
+import envs
+from agents.base import Transition, build_config
+from benchmarks import results as results_io
+from benchmarks.cell import peak_memory_bytes
+from benchmarks.runner import run_seeds, seed_keys
+from benchmarks.train import TrainConfig, env_spec
+
+
+def _tree_bytes(tree) -> int:
+    return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
+
+
+def _learning_step_rate(agent, spec, num_seeds: int, num_envs: int, iterations: int) -> float:
+    """Env steps/s the update alone sustains: update() on random transitions, learning every call."""
+    obs_shape = spec.observation_shape
+
+    def one_seed(key):
+        state = agent.init(key, spec)
+        transition = Transition(
+            obs=jax.random.normal(key, (num_envs, *obs_shape)),
+            action=jnp.zeros((num_envs,), jnp.int32),
+            reward=jnp.ones((num_envs,)),
+            discount=jnp.ones((num_envs,)),
+            next_obs=jax.random.normal(key, (num_envs, *obs_shape)),
+        )
+
+        def body(state, i):
+            state, _ = agent.update(state, transition, jax.random.fold_in(key, i), i * num_envs)
+            return state, None
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(iterations))
+        # Return the parameters: returning only a counter lets XLA drop the learning as dead code.
+        return state.num_updates, state.params
+
+    run = jax.jit(jax.vmap(one_seed)).lower(seed_keys(0, range(num_seeds))).compile()
+    keys = seed_keys(0, range(num_seeds))
+    jax.block_until_ready(run(keys))
+    start = time.perf_counter()
+    jax.block_until_ready(run(keys))
+    return num_seeds * iterations * num_envs / (time.perf_counter() - start)
+
+
+def measure_one(agent_name: str, env_name: str, num_seeds: int, steps: int, overrides: dict) -> dict:
+    """Training, learning-off and learning-only throughput for one seed count (this process)."""
+    env, params = envs.make(env_name)
+    config = agents.make_config(agent_name, **{"learning_starts": 0, **overrides})
+    agent = agents.module(agent_name).make(config)
+    train_config = TrainConfig(total_steps=steps, num_envs=10, num_evals=2, eval_episodes=1)
+    trained = run_seeds(agent, env, params, train_config, range(num_seeds), keep_state=True)
+    state_bytes = _tree_bytes(trained.final_state) // num_seeds
+    no_learning = agents.module(agent_name).make(
+        build_config(type(config), {**config.__dict__, "learning_starts": steps + 10})
+    )
+    acting = run_seeds(no_learning, env, params, train_config, range(num_seeds))
+    learning_rate = _learning_step_rate(agent, env_spec(env, params), num_seeds, 10,
+                                        train_config.num_iterations // 2)
+    ceiling = 1.0 / (1.0 / acting.steps_per_second + 1.0 / learning_rate)
+    return {
+        "num_seeds": num_seeds,
+        "env_steps_per_second": trained.steps_per_second,
+        "compile_seconds": trained.compile_seconds,
+        "learning_off_steps_per_second": acting.steps_per_second,
+        "learning_only_steps_per_second": learning_rate,
+        "ceiling_steps_per_second": ceiling,
+        "fraction_of_ceiling": trained.steps_per_second / ceiling,
+        "state_bytes_per_seed": state_bytes,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "num_devices": trained.num_devices,
+        "status": "ok",
+    }
+
+
+def sweep(agent_name: str, env_name: str, seed_counts: list[int], steps: int, overrides: dict,
+          *, timeout: float = 3600.0, log=print) -> list[dict]:
+    rows = []
+    for count in seed_counts:
+        args = json.dumps([agent_name, env_name, count, steps, overrides])
+        code = ("import json, sys; from benchmarks import throughput; "
+                f"print(json.dumps(throughput.measure_one(*json.loads(sys.argv[1]))))")
+        start = time.perf_counter()
+        try:
+            out = subprocess.run([sys.executable, "-c", code, args], capture_output=True,
+                                 text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rows.append({"num_seeds": count, "status": f"timed out after {timeout:.0f}s"})
+            log(f"{count} seeds: timed out")
+            continue
+        if out.returncode != 0:
+            killed = out.returncode < 0 or "RESOURCE_EXHAUSTED" in out.stderr or "MemoryError" in out.stderr
+            status = "out of memory" if killed else f"failed: {out.stderr.strip().splitlines()[-1]}"
+            rows.append({"num_seeds": count, "status": status})
+            log(f"{count} seeds: {status}")
+            continue
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["wall_seconds"] = time.perf_counter() - start
+        rows.append(row)
+        log(f"{count} seeds: {row['env_steps_per_second']:,.0f} env steps/s, "
+            f"{row['fraction_of_ceiling']:.0%} of ceiling, compile {row['compile_seconds']:.1f}s")
+    return rows
+
+
+def markdown(payload: dict) -> str:
+    meta = payload["metadata"]
+    lines = [
+        f"# Throughput: {payload['agent']} on {payload['env']}",
+        "",
+        f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}, "
+        f"{meta.get('cpu_count')} CPU cores), commit `{meta['commit'][:12]}`; "
+        f"{payload['steps']:,} env steps per seed, 10 envs per seed, learning from step 0.",
+        "Ceiling: the loop with learning off and the learning step alone, combined "
+        "(1 / (1/a + 1/b)), measured in the same run.",
+        "",
+        "| seeds | env steps/s | compile s | learning off | learning only | % of ceiling | "
+        "state MB/seed | peak memory GB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in payload["rows"]:
+        if row.get("status") != "ok":
+            lines.append(f"| {row['num_seeds']} | {row['status']} | | | | | | |")
+            continue
+        lines.append(
+            f"| {row['num_seeds']} | {row['env_steps_per_second']:,.0f} | "
+            f"{row['compile_seconds']:.1f} | {row['learning_off_steps_per_second']:,.0f} | "
+            f"{row['learning_only_steps_per_second']:,.0f} | {row['fraction_of_ceiling']:.0%} | "
+            f"{row['state_bytes_per_seed'] / 2**20:.2f} | {row['peak_memory_bytes'] / 2**30:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict) -> bytes:
+    from benchmarks.report import _figure, _png_bytes
+
+    plt = _figure()
+    ok = [r for r in payload["rows"] if r.get("status") == "ok"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    seeds = [r["num_seeds"] for r in ok]
+    for key, label in (("env_steps_per_second", "training"),
+                       ("learning_off_steps_per_second", "learning off"),
+                       ("learning_only_steps_per_second", "learning step only")):
+        ax.loglog(seeds, [r[key] for r in ok], marker="o", label=label)
+    meta = payload["metadata"]
+    ax.set_xlabel("seeds (vmapped)")
+    ax.set_ylabel("env steps / s")
+    ax.set_title(f"{payload['agent']} on {payload['env']}: {meta['device_kind']} x{meta['device_count']}")
+    ax.legend()
+    data = _png_bytes(fig)
+    plt.close(fig)
+    return data
+
+
+def run(agent_name: str, env_name: str, seed_counts: list[int], steps: int, overrides: dict,
+        out_dir: str | Path) -> dict:
+    agents.make_config(agent_name, **overrides)  # fail fast on a bad name or value
+    envs.make(env_name)
+    rows = sweep(agent_name, env_name, seed_counts, steps, overrides)
+    payload = {"kind": "throughput", "metadata": results_io.metadata(), "agent": agent_name,
+               "env": env_name, "steps": steps, "overrides": overrides, "rows": rows}
+    out_dir = Path(out_dir)
+    stem = f"{agent_name}_{env_name}"
+    results_io.write_json(out_dir / f"{stem}.json", payload)
+    results_io.atomic_write_text(out_dir / f"{stem}.md", markdown(payload))
+    results_io.atomic_write_bytes(out_dir / f"{stem}.png", plot(payload))
+    return payload
