@@ -16,6 +16,7 @@ _MODULES = {
     "c51": "agents.c51",
     "qrdqn": "agents.qrdqn",
     "iqn": "agents.iqn",
+    "edrl": "agents.edrl",
 }
 
 

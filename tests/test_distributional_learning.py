@@ -58,7 +58,7 @@ def _score(name: str, probe: str) -> float:
 
 
 @pytest.mark.parametrize("probe", PROBES)
-@pytest.mark.parametrize("name", ["c51", "qrdqn", "iqn"])
+@pytest.mark.parametrize("name", ["c51", "qrdqn", "iqn", "edrl"])
 def test_distributional_agent_learns_exact_return_distribution(name, probe):
     score = _score(name, probe)
     assert score < THRESHOLD, f"{name} on {probe}: W1/SD = {score:.3f}"

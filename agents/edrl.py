@@ -1,0 +1,100 @@
+"""EDRL / ER-DQN (Rowland et al. 2019): K expectiles per action trained by expectile regression
+on targets *imputed* from the next state's expectiles (no mixing of statistics and samples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import rlax
+
+from agents.base import Agent, require
+from agents.common import (
+    Algorithm,
+    AtomsNetwork,
+    ValueConfig,
+    equal_weight_atoms,
+    make_value_agent,
+    midpoint_taus,
+)
+from agents.imputation import impute_samples
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ValueConfig):
+    # K expectile levels tau_k = (2k - 1) / 2K; K odd so tau = 1/2, whose expectile is the mean
+    # (the greedy value), is among them.
+    num_expectiles: int = 11
+    num_imputed_samples: int = 0  # M samples imputed per next state; 0 means M = K
+    imputation_iterations: int = 2  # fixed iterations of each imputation stage (jit-friendly)
+    imputation_grid: int = 32  # grid points of the max-entropy initialisation
+    distribution_samples: int = 51  # samples `distribution` imputes for the reported atoms
+
+    def validate(self) -> None:
+        super().validate()
+        k = self.num_expectiles
+        require(k >= 1, f"num_expectiles={k} must be >= 1")
+        require(k % 2 == 1, f"num_expectiles={k} must be odd so the 0.5-expectile (the mean) is learned")
+        require(self.num_imputed_samples >= 0,
+                f"num_imputed_samples={self.num_imputed_samples} must be >= 0 (0: same as K)")
+        require(self.imputation_iterations >= 1,
+                f"imputation_iterations={self.imputation_iterations} must be >= 1")
+        require(self.imputation_grid >= 2, f"imputation_grid={self.imputation_grid} must be >= 2")
+        require(self.distribution_samples >= 1,
+                f"distribution_samples={self.distribution_samples} must be >= 1")
+
+    @property
+    def taus(self) -> jnp.ndarray:
+        return midpoint_taus(self.num_expectiles)
+
+
+def expectile_regression_loss(e_tm1: jnp.ndarray, taus: jnp.ndarray, targets: jnp.ndarray):
+    """sum_k mean_j |tau_k - 1{z_j < e_k}| (z_j - e_k)^2 for one example.
+
+    e_tm1 [K] predicted expectiles at levels taus [K]; targets [M] samples of the target return.
+    """
+    predictions = jnp.broadcast_to(e_tm1[:, None], (e_tm1.shape[0], targets.shape[0]))
+    target_grid = jnp.broadcast_to(jax.lax.stop_gradient(targets)[None, :], predictions.shape)
+    return jnp.sum(jnp.mean(rlax.expectile_loss(predictions, target_grid, taus[:, None]), axis=-1))
+
+
+def edrl_loss(config: Config, e_tm1, a_tm1, r_t, discount_t, e_t) -> jnp.ndarray:
+    """Mean over the batch; expectiles [B, A, K], others [B]. Greedy a_t by the 0.5-expectile."""
+    taus = config.taus
+    mean_index = config.num_expectiles // 2
+    num_samples = config.num_imputed_samples or config.num_expectiles
+    a_t = jnp.argmax(e_t[:, :, mean_index], axis=-1)
+    next_expectiles = jnp.take_along_axis(e_t, a_t[:, None, None], axis=1)[:, 0]  # [B, K]
+    samples = impute_samples(
+        next_expectiles, taus, num_samples=num_samples,
+        num_iterations=config.imputation_iterations, num_grid=config.imputation_grid,
+    )  # [B, M]
+    targets = r_t[:, None] + (config.gamma * discount_t)[:, None] * samples
+    chosen = jnp.take_along_axis(e_tm1, a_tm1[:, None, None], axis=1)[:, 0]  # [B, K]
+    return jnp.mean(jax.vmap(expectile_regression_loss, in_axes=(0, None, 0))(chosen, taus, targets))
+
+
+def make(config: Config) -> Agent:
+    mean_index = config.num_expectiles // 2
+
+    def network(num_actions):
+        return AtomsNetwork(config.hidden_sizes, num_actions, config.num_expectiles)
+
+    def loss(net, params, target_params, batch, key):
+        e_tm1 = net.apply(params, batch.obs)
+        e_t = net.apply(target_params, batch.next_obs)
+        return edrl_loss(config, e_tm1, batch.action, batch.reward, batch.discount, e_t)
+
+    def greedy_values(net, params, obs, key):
+        return net.apply(params, obs)[..., mean_index]
+
+    def distribution(net, params, obs):
+        samples = impute_samples(
+            net.apply(params, obs), config.taus, num_samples=config.distribution_samples,
+            num_iterations=4 * config.imputation_iterations, num_grid=4 * config.imputation_grid,
+        )
+        return equal_weight_atoms(samples)
+
+    return make_value_agent(config, Algorithm(network, loss, greedy_values, distribution))

@@ -1,0 +1,150 @@
+"""Tests for agents.imputation: exact expectiles of atoms, and samples imputed from expectiles."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from agents.imputation import (
+    DECODING_SETTINGS,
+    expectile_residuals,
+    expectiles_of,
+    imputation_loss,
+    impute_samples,
+)
+
+# The variable-magnitude task of Dabney et al. 2020 (SCIENCE.md section 4).
+MAGNITUDES = np.array([0.1, 0.3, 1.2, 2.5, 5.0, 10.0, 20.0])
+PROBS = np.array([0.0661, 0.0909, 0.1485, 0.1549, 0.3116, 0.1510, 0.0771])
+PROBS = PROBS / PROBS.sum()
+# 20 levels at the midpoints of 20 equal bins of (0, 1): 0.025, 0.075, ..., 0.975.
+TAUS_20 = (np.arange(20) + 0.5) / 20
+
+
+def _task_expectiles(taus):
+    return expectiles_of(jnp.asarray(MAGNITUDES), jnp.asarray(PROBS), jnp.asarray(taus))
+
+
+def _w1_to_task(samples):
+    return scipy.stats.wasserstein_distance(np.asarray(samples), MAGNITUDES, v_weights=PROBS)
+
+
+class TestExpectilesOf:
+    def test_task_expectiles_match_the_published_values(self):
+        expectiles = _task_expectiles([0.05, 0.25, 0.5, 0.75, 0.95])
+        # SCIENCE.md rounds to about three decimals.
+        np.testing.assert_allclose(expectiles, [1.389, 3.335, 5.208, 7.767, 13.803], atol=3e-3)
+
+    def test_symmetric_two_point_by_hand(self):
+        # For +-1 with probability 1/2: 0.75 * (1 - e) / 2 = 0.25 * (e + 1) / 2  =>  e = 1/2.
+        expectiles = expectiles_of(
+            jnp.array([-1.0, 1.0]), jnp.array([0.5, 0.5]), jnp.array([0.25, 0.5, 0.75])
+        )
+        np.testing.assert_allclose(expectiles, [-0.5, 0.0, 0.5], atol=1e-6)
+
+    def test_matches_scipy_on_samples(self):
+        rng = np.random.default_rng(0)
+        samples = rng.gamma(2.0, 1.5, size=500)
+        weights = rng.uniform(0.1, 1.0, size=500)
+        taus = np.array([0.02, 0.2, 0.5, 0.8, 0.98])
+        ours = expectiles_of(jnp.asarray(samples), jnp.asarray(weights), jnp.asarray(taus))
+        scipy_values = [scipy.stats.expectile(samples, alpha=t, weights=weights) for t in taus]
+        np.testing.assert_allclose(ours, scipy_values, rtol=1e-4)
+
+    def test_batched_levels_per_distribution(self):
+        locs = jnp.array([[0.0, 1.0], [0.0, 10.0]])
+        probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])
+        taus = jnp.array([[0.5], [0.5]])
+        np.testing.assert_allclose(expectiles_of(locs, probs, taus)[:, 0], [0.5, 1.0], atol=1e-6)
+
+
+class TestImputeSamples:
+    def test_decodes_the_task_distribution_better_than_a_matched_gaussian(self):
+        expectiles = _task_expectiles(TAUS_20)
+        mean = np.sum(MAGNITUDES * PROBS)
+        sd = np.sqrt(np.sum((MAGNITUDES - mean) ** 2 * PROBS))
+        gaussian = scipy.stats.norm(mean, sd).ppf((np.arange(10_000) + 0.5) / 10_000)
+        gaussian_w1 = _w1_to_task(gaussian)
+        assert gaussian_w1 == pytest.approx(1.86, abs=0.05)
+        # Without side information the range is only extrapolated from the expectiles.
+        samples = impute_samples(expectiles, jnp.asarray(TAUS_20), **DECODING_SETTINGS)
+        assert samples.shape == (100,)
+        assert _w1_to_task(samples) <= 0.6 < gaussian_w1 / 3
+        # With the reward range known (as the experimenter knows it) decoding is sharper.
+        bounded = impute_samples(
+            expectiles, jnp.asarray(TAUS_20), bounds=(0.1, 20.0), **DECODING_SETTINGS
+        )
+        assert _w1_to_task(bounded) <= 0.3
+
+    def test_imputed_samples_have_the_given_expectiles(self):
+        taus = jnp.asarray(TAUS_20)
+        expectiles = _task_expectiles(TAUS_20)
+        samples = impute_samples(expectiles, taus, **DECODING_SETTINGS)
+        assert float(imputation_loss(samples, expectiles, taus)) < 1e-5
+        uniform = jnp.full(samples.shape, 1.0 / samples.shape[-1])
+        np.testing.assert_allclose(expectiles_of(samples, uniform, taus), expectiles, atol=0.02)
+
+    def test_cheap_default_fits_a_batch_of_different_distributions_under_jit(self):
+        # A batch of Bernoulli(p) returns, as EDRL sees next states with different values.
+        taus = (jnp.arange(10) + 0.5) / 10
+        p = jnp.array([0.1, 0.5, 0.9])
+        locs = jnp.stack([jnp.zeros(3), jnp.ones(3)], axis=-1)
+        expectiles = expectiles_of(locs, jnp.stack([1 - p, p], axis=-1), taus)
+        samples = jax.jit(lambda e: impute_samples(e, taus, bounds=(0.0, 1.0)))(expectiles)
+        assert samples.shape == (3, 10)
+        np.testing.assert_allclose(samples.mean(axis=-1), p, atol=1e-3)  # tau = 1/2 -> the mean
+        assert float(jnp.max(jnp.abs(expectile_residuals(samples, expectiles, taus)))) < 1e-3
+        vmapped = jax.vmap(lambda e: impute_samples(e, taus, bounds=(0.0, 1.0)))(expectiles)
+        np.testing.assert_allclose(vmapped, samples, atol=1e-5)
+        one = impute_samples(expectiles[1], taus, bounds=(0.0, 1.0))
+        np.testing.assert_allclose(one, samples[1], atol=1e-5)
+
+    def test_per_distribution_levels_and_bounds(self):
+        taus = jnp.array([[0.2, 0.5, 0.8], [0.1, 0.5, 0.9]])
+        locs = jnp.array([[0.0, 1.0], [-2.0, 2.0]])
+        expectiles = expectiles_of(locs, jnp.full((2, 2), 0.5), taus)
+        samples = impute_samples(
+            expectiles, taus, num_samples=8, bounds=(locs[:, 0], locs[:, 1]), num_iterations=30
+        )
+        np.testing.assert_allclose(samples.mean(axis=-1), [0.5, 0.0], atol=1e-3)
+        assert bool(jnp.all(samples >= locs[:, :1])) and bool(jnp.all(samples <= locs[:, 1:]))
+
+    def test_point_mass_gives_samples_at_the_point(self):
+        taus = (jnp.arange(10) + 0.5) / 10
+        expectiles = jnp.full((10,), 3.0)
+        np.testing.assert_allclose(impute_samples(expectiles, taus), 3.0, atol=1e-6)
+        # Only the point mass fits exactly inside wide bounds: a limit the iterations approach.
+        wide = impute_samples(
+            expectiles, taus, bounds=(0.0, 10.0), num_samples=20, num_iterations=30
+        )
+        np.testing.assert_allclose(wide, 3.0, atol=0.01)
+
+    @pytest.mark.parametrize(
+        "expectiles, taus",
+        [([2.0], [0.5]), ([1.0, 1.0, 1.0], [0.1, 0.5, 0.9]), ([3.0, 1.0], [0.2, 0.8])],
+        ids=["one_level", "all_equal", "inconsistent_order"],
+    )
+    def test_degenerate_inputs_give_finite_samples(self, expectiles, taus):
+        samples = impute_samples(jnp.array(expectiles), jnp.array(taus), num_samples=5)
+        assert samples.shape == (5,)
+        assert bool(jnp.all(jnp.isfinite(samples)))
+
+    def test_random_starts_never_worsen_the_fit(self):
+        taus = jnp.asarray(TAUS_20)
+        expectiles = _task_expectiles(TAUS_20)
+        settings = {"num_samples": 40, "num_iterations": 20}
+        single = impute_samples(expectiles, taus, **settings)
+        several = impute_samples(
+            expectiles, taus, key=jax.random.PRNGKey(0), num_starts=4, **settings
+        )
+        assert float(imputation_loss(several, expectiles, taus)) <= float(
+            imputation_loss(single, expectiles, taus)
+        )
+        with pytest.raises(ValueError, match="key"):
+            impute_samples(expectiles, taus, num_starts=2)
+
+    def test_samples_are_targets_without_gradient(self):
+        taus = (jnp.arange(5) + 0.5) / 5
+        gradient = jax.grad(lambda e: jnp.sum(impute_samples(e, taus) ** 2))(jnp.arange(5.0))
+        np.testing.assert_array_equal(gradient, 0.0)
