@@ -17,6 +17,7 @@ _MODULES = {
     "qrdqn": "agents.qrdqn",
     "iqn": "agents.iqn",
     "edrl": "agents.edrl",
+    "population_td": "agents.population_td",
 }
 
 

@@ -49,9 +49,9 @@ class Agent(NamedTuple):
 
     init(key, spec) -> state
     act(state, obs[B, ...], key, step, explore: bool) -> actions[B]
-    update(state, transition (batch B), key, step) -> (state, metrics dict of scalars)
+    update(state, transition (batch B), key, step) -> (state, metrics dict of scalars, with "loss")
     distribution(state, obs[B, ...]) -> Atoms with locs/probs [B, num_actions, num_atoms]
-    greedy_values(state, obs[B, ...]) -> [B, num_actions] the values the greedy policy maximises
+    greedy_values(state, obs[B, ...], key=None) -> [B, num_actions] what the greedy policy maximises
 
     `step` is the global env-step count, identical across vmapped seeds, so schedules built on
     it stay real branches under vmap.

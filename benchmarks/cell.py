@@ -121,13 +121,16 @@ def calibration(spec: CellSpec, results: SeedResults, key=None) -> dict[str, Any
     )
     taus = np.asarray(metrics.DEFAULT_COVERAGE_TAUS)
     coverage = np.asarray(per_seed.pop("quantile_coverage_error"))  # [S, num_taus]
-    pit = np.asarray(per_seed.pop("pit")).reshape(-1)
+    pit_per_seed = per_seed.pop("pit")  # [S, E]
+    pit = np.asarray(pit_per_seed).reshape(-1)
     out = {name: np.asarray(value) for name, value in per_seed.items()}
     out["quantile_coverage_error"] = np.mean(np.abs(coverage - taus), axis=-1)
-    out["pit_ks"] = np.full(num_seeds, float(metrics.pit_ks_uniform(jnp.asarray(pit))))
+    out["pit_ks"] = np.asarray(jax.vmap(metrics.pit_ks_uniform)(pit_per_seed))
     return {
         "reference": "exact" if truth is not None else "monte_carlo",
         "per_seed": out,
+        # Pooled over seeds: S x E values, so far more power than any one seed's E.
+        "pit_ks_pooled": float(metrics.pit_ks_uniform(jnp.asarray(pit))),
         "pit_values": pit,
         "pit_histogram": np.asarray(metrics.pit_histogram(jnp.asarray(pit))),
         "truth": None if truth is None else {"locs": truth[0], "probs": truth[1]},

@@ -29,7 +29,8 @@ def markdown(payload: dict) -> str:
         "",
         "IQM greedy return over seeds with its 95% stratified-bootstrap CI; calibration metrics "
         "are IQMs over seeds of each seed's score (ref: exact truth, or MC = the evaluation "
-        "episodes' own discounted returns); env steps/s of the compiled training chunks.",
+        "episodes' own discounted returns); PIT KS is pooled over all seeds' episodes (0 is "
+        "perfectly calibrated); env steps/s of the compiled training chunks.",
         "",
         tables.cells_markdown(payload["cells"]),
         "",
@@ -37,7 +38,7 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def _figure():
+def figure():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +47,7 @@ def _figure():
     return plt
 
 
-def _png_bytes(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
@@ -54,7 +55,7 @@ def _png_bytes(fig) -> bytes:
 
 def plot_learning_curves(cells: list[dict]) -> dict[str, bytes]:
     """One PNG per env: IQM greedy return vs env steps per agent, with 95% bootstrap bands."""
-    plt = _figure()
+    plt = figure()
     by_env: dict[str, list[dict]] = {}
     for cell in cells:
         by_env.setdefault(cell["spec"]["env"], []).append(cell)
@@ -73,7 +74,7 @@ def plot_learning_curves(cells: list[dict]) -> dict[str, bytes]:
         ax.set_ylabel("IQM greedy return")
         ax.set_title(f"{env} ({len(env_cells[0]['seed_ids'])} seeds, 95% CI)")
         ax.legend()
-        out[f"curves_{_safe(env)}.png"] = _png_bytes(fig)
+        out[f"curves_{_safe(env)}.png"] = png_bytes(fig)
         plt.close(fig)
     return out
 
@@ -85,7 +86,7 @@ def _step_cdf(locs, probs):
 
 def plot_calibration(cell: dict) -> bytes:
     """Predicted CDF (first seed) against the exact truth or the Monte Carlo returns; PIT."""
-    plt = _figure()
+    plt = figure()
     calib = cell["calibration"]
     fig, (ax_cdf, ax_pit) = plt.subplots(1, 2, figsize=(10, 3.8))
     x, f = _step_cdf(calib["example_prediction"]["locs"], calib["example_prediction"]["probs"])
@@ -107,7 +108,7 @@ def plot_calibration(cell: dict) -> bytes:
     ax_pit.set_ylabel("density")
     ax_pit.legend(fontsize=8)
     fig.suptitle(f"{cell['spec']['agent']} on {cell['spec']['env']}")
-    data = _png_bytes(fig)
+    data = png_bytes(fig)
     plt.close(fig)
     return data
 

@@ -148,9 +148,9 @@ def markdown(payload: dict) -> str:
 
 
 def plot(payload: dict) -> bytes:
-    from benchmarks.report import _figure, _png_bytes
+    from benchmarks.report import figure, png_bytes
 
-    plt = _figure()
+    plt = figure()
     ok = [r for r in payload["rows"] if r.get("status") == "ok"]
     fig, ax = plt.subplots(figsize=(6, 4))
     seeds = [r["num_seeds"] for r in ok]
@@ -163,7 +163,7 @@ def plot(payload: dict) -> bytes:
     ax.set_ylabel("env steps / s")
     ax.set_title(f"{payload['agent']} on {payload['env']}: {meta['device_kind']} x{meta['device_count']}")
     ax.legend()
-    data = _png_bytes(fig)
+    data = png_bytes(fig)
     plt.close(fig)
     return data
 
