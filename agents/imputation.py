@@ -10,7 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg
+import jax.scipy.stats
 
 # Step sizes tried along each Newton / Gauss-Newton direction; 0 keeps the iterate, so neither
 # stage can ever make its objective worse.
@@ -20,6 +20,8 @@ _STEP_SIZES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
 _DUAL_RIDGE_START = 1e-3
 _DUAL_RIDGE_FLOOR = 1e-6
 _DEFAULT_MARGIN = 0.5
+# Gauss-Newton loops of at most this many iterations are unrolled (see `_gauss_newton`).
+_MAX_UNROLLED = 4
 
 # Settings for decoding a distribution once (analysis, calibration), rather than per RL update.
 DECODING_SETTINGS = {"num_samples": 100, "num_grid": 512, "num_iterations": 50}
@@ -85,8 +87,13 @@ def imputation_loss(
     return jnp.mean(expectile_residuals(samples, expectiles, taus) ** 2, axis=-1)
 
 
+# Starting points of the Gauss-Newton polish (`impute_samples`' `init`).
+INITS = ("max_entropy", "gaussian")
+
+
 @functools.partial(
-    jax.jit, static_argnames=("num_samples", "margin", "num_iterations", "num_grid", "num_starts")
+    jax.jit,
+    static_argnames=("num_samples", "margin", "num_iterations", "num_grid", "num_starts", "init"),
 )
 def impute_samples(
     expectiles: jnp.ndarray,
@@ -99,6 +106,7 @@ def impute_samples(
     num_grid: int = 128,
     key: jax.Array | None = None,
     num_starts: int = 1,
+    init: str = "max_entropy",
 ) -> jnp.ndarray:
     """Samples x_1..x_M whose tau_k-expectiles are e_k (Rowland et al. 2019, "Statistics and
     samples in distributional RL"): minimises L(x) = (1/K) sum_k r_k(x)^2 (`expectile_residuals`)
@@ -113,6 +121,11 @@ def impute_samples(
     2. Polish: projected Gauss-Newton on r(x) (minimum-norm step, variables at a bound that the
        step would push outwards are frozen, best of a few step sizes), which removes the
        discretisation error of stage 1.
+    With init="gaussian" stage 1 is replaced by a closed form, the Gaussian whose expectiles
+    best fit e in least squares (its quantiles at (i - 1/2)/M), which costs about one residual
+    evaluation instead of num_iterations Newton steps on the grid. It is exact for Gaussians and
+    a few Gauss-Newton steps fix skewed or multimodal inputs less completely than the maximum-
+    entropy start does: meant for per-update imputation (EDRL targets), not for decoding.
     The convex stage makes random restarts unnecessary; with `key` and `num_starts` > 1 the
     remaining starts are uniform random samples in [lo, hi], polished, and the start with the
     lowest L is kept (the restart scheme of the paper's analysis).
@@ -132,8 +145,9 @@ def impute_samples(
       bounds: (lo, hi), scalars or arrays of the batch shape [...].
       margin: widening of the default range, in units of the expectiles' spread.
       num_iterations: iterations of each stage.
-      num_grid: grid points of stage 1.
+      num_grid: grid points of stage 1 (unused with init="gaussian").
       key, num_starts: optional random restarts of stage 2.
+      init: stage 1, "max_entropy" (accurate) or "gaussian" (cheap).
     Returns:
       [..., M] samples, sorted ascending.
     """
@@ -145,6 +159,8 @@ def impute_samples(
     taus = jax.lax.stop_gradient(taus)
     batch_shape, num_levels = expectiles.shape[:-1], expectiles.shape[-1]
     num_samples = num_levels if num_samples is None else num_samples
+    if init not in INITS:
+        raise ValueError(f"init={init!r} must be one of {INITS}")
     if num_starts > 1 and key is None:
         raise ValueError("num_starts > 1 needs a key for the random starts")
     if bounds is None:
@@ -161,7 +177,10 @@ def impute_samples(
         return array.reshape((batch_size,) + array.shape[len(batch_shape) :])
 
     def impute_one(e, t, lo, hi, start_key):
-        x0 = _max_entropy_quantiles(e, t, lo, hi, num_samples, num_grid, num_iterations)
+        if init == "gaussian":
+            x0 = _gaussian_quantiles(e, t, num_samples)
+        else:
+            x0 = _max_entropy_quantiles(e, t, lo, hi, num_samples, num_grid, num_iterations)
         best = _gauss_newton(x0, e, t, lo, hi, num_iterations)
         if num_starts > 1:
             uniform = jax.random.uniform(start_key, (num_starts - 1, num_samples), e.dtype)
@@ -186,8 +205,46 @@ def _weights_and_offsets(samples, expectiles, taus):
 
 
 def _solve_positive_definite(matrix, vector):
-    """matrix^-1 vector for a symmetric positive definite matrix (Cholesky: half LU's cost)."""
-    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(matrix), vector)
+    """matrix^-1 vector for a symmetric positive definite [K, K] matrix, by Cholesky.
+
+    Written out column by column (K is static and small) rather than calling LAPACK: under vmap
+    the LAPACK call runs one tiny matrix at a time, while these element-wise ops run on the
+    whole batch at once (EDRL train time 20 s -> 16 s in one noisy CPU measurement).
+    """
+    size = matrix.shape[-1]
+    factor = jnp.zeros_like(matrix)  # lower triangular, matrix = factor @ factor.T
+    for j in range(size):
+        pivot = jnp.sqrt(matrix[j, j] - factor[j, :j] @ factor[j, :j])
+        column = (matrix[j + 1 :, j] - factor[j + 1 :, :j] @ factor[j, :j]) / pivot
+        factor = factor.at[j, j].set(pivot).at[j + 1 :, j].set(column)
+    forward = jnp.zeros_like(vector)
+    for i in range(size):
+        forward = forward.at[i].set((vector[i] - factor[i, :i] @ forward[:i]) / factor[i, i])
+    solution = jnp.zeros_like(vector)
+    for i in reversed(range(size)):
+        solution = solution.at[i].set(
+            (forward[i] - factor[i + 1 :, i] @ solution[i + 1 :]) / factor[i, i]
+        )
+    return solution
+
+
+def _gaussian_quantiles(e, taus, num_samples):
+    """Cheap stage 1 for one distribution: e, taus [K]; returns [M] quantiles of a Gaussian fit.
+
+    Expectiles and quantiles are location-scale equivariant, so the standard normal's
+    quantiles z [M] and their sample expectiles c [K] give the expectiles a + b c of the samples
+    a + b z; (a, b) is the least-squares fit of e, with b >= 0 since a scale cannot be negative
+    (inconsistently ordered expectiles then start from a point mass at their mean).
+    """
+    levels = (jnp.arange(num_samples, dtype=e.dtype) + 0.5) / num_samples
+    z = jax.scipy.stats.norm.ppf(levels)
+    c = expectiles_of(z, jnp.ones_like(z), taus)
+    c_centred, e_centred = c - jnp.mean(c), e - jnp.mean(e)
+    # K = 1 (or all c equal) has no scale information: the tiny floor then gives b = 0.
+    scale = jnp.maximum(e_centred @ c_centred, 0.0) / jnp.maximum(
+        c_centred @ c_centred, jnp.finfo(e.dtype).tiny
+    )
+    return jnp.mean(e) + scale * (z - jnp.mean(c))
 
 
 def _max_entropy_quantiles(e, taus, lo, hi, num_samples, num_grid, num_iterations):
@@ -248,4 +305,8 @@ def _gauss_newton(x, e, taus, lo, hi, num_iterations):
         losses = jax.vmap(imputation_loss, in_axes=(0, None, None))(candidates, e, taus)
         return candidates[jnp.argmin(losses)]
 
-    return jax.lax.fori_loop(0, num_iterations, step, jnp.clip(x, lo, hi))
+    # The few iterations of a per-update imputation are unrolled, which lets XLA fuse across
+    # them (markedly faster inside the RL update); long decoding runs keep a compact loop.
+    return jax.lax.fori_loop(
+        0, num_iterations, step, jnp.clip(x, lo, hi), unroll=num_iterations <= _MAX_UNROLLED
+    )
