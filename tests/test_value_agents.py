@@ -58,7 +58,11 @@ class TestC51Loss:
         np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", agents.names())
+# The replay agents; the tabular population model has its own contract test.
+REPLAY_AGENTS = [name for name in agents.names() if name != "population_td"]
+
+
+@pytest.mark.parametrize("name", REPLAY_AGENTS)
 def test_agent_contract_shapes_and_finite(name):
     # IQN's reported grid matches its greedy grid here so the means must agree exactly.
     extra = {"num_distribution_quantiles": 32} if name == "iqn" else {}
