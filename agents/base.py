@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
@@ -116,7 +117,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def build_config(config_cls: type, overrides: dict[str, Any] | None = None, *, what: str = "config"):
+def build_config(
+    config_cls: type, overrides: dict[str, Any] | None = None, *, what: str = "config"
+):
     """Instantiate a frozen dataclass config from overrides (strings allowed), then validate it.
 
     Raises ConfigError naming an unknown key (with the valid ones) or an ill-typed value.

@@ -5,7 +5,8 @@ and `make_value_agent`, which turns an algorithm's network, loss and distributio
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -39,8 +40,10 @@ class ValueConfig:
     eval_epsilon: float = 0.0  # exploration of the greedy evaluation policy
 
     def validate(self) -> None:
-        require(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
-                f"hidden_sizes={self.hidden_sizes} must be one or more positive widths")
+        require(
+            len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+            f"hidden_sizes={self.hidden_sizes} must be one or more positive widths",
+        )
         require(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0")
         require(self.adam_eps > 0, f"adam_eps={self.adam_eps} must be > 0")
         require(self.max_grad_norm >= 0, f"max_grad_norm={self.max_grad_norm} must be >= 0")

@@ -39,16 +39,26 @@ class Config(ValueConfig):
         super().validate()
         k = self.num_expectiles
         require(k >= 1, f"num_expectiles={k} must be >= 1")
-        require(k % 2 == 1, f"num_expectiles={k} must be odd so the 0.5-expectile (the mean) is learned")
-        require(self.num_imputed_samples >= 0,
-                f"num_imputed_samples={self.num_imputed_samples} must be >= 0 (0: same as K)")
-        require(self.imputation_iterations >= 1,
-                f"imputation_iterations={self.imputation_iterations} must be >= 1")
-        require(self.imputation_init in INITS,
-                f"imputation_init={self.imputation_init!r} must be one of {INITS}")
+        require(
+            k % 2 == 1, f"num_expectiles={k} must be odd so the 0.5-expectile (the mean) is learned"
+        )
+        require(
+            self.num_imputed_samples >= 0,
+            f"num_imputed_samples={self.num_imputed_samples} must be >= 0 (0: same as K)",
+        )
+        require(
+            self.imputation_iterations >= 1,
+            f"imputation_iterations={self.imputation_iterations} must be >= 1",
+        )
+        require(
+            self.imputation_init in INITS,
+            f"imputation_init={self.imputation_init!r} must be one of {INITS}",
+        )
         require(self.imputation_grid >= 2, f"imputation_grid={self.imputation_grid} must be >= 2")
-        require(self.distribution_samples >= 1,
-                f"distribution_samples={self.distribution_samples} must be >= 1")
+        require(
+            self.distribution_samples >= 1,
+            f"distribution_samples={self.distribution_samples} must be >= 1",
+        )
 
     @property
     def taus(self) -> jnp.ndarray:
@@ -73,13 +83,18 @@ def edrl_loss(config: Config, e_tm1, a_tm1, r_t, discount_t, e_t) -> jnp.ndarray
     a_t = jnp.argmax(e_t[:, :, mean_index], axis=-1)
     next_expectiles = jnp.take_along_axis(e_t, a_t[:, None, None], axis=1)[:, 0]  # [B, K]
     samples = impute_samples(
-        next_expectiles, taus, num_samples=num_samples,
-        num_iterations=config.imputation_iterations, num_grid=config.imputation_grid,
+        next_expectiles,
+        taus,
+        num_samples=num_samples,
+        num_iterations=config.imputation_iterations,
+        num_grid=config.imputation_grid,
         init=config.imputation_init,
     )  # [B, M]
     targets = r_t[:, None] + (config.gamma * discount_t)[:, None] * samples
     chosen = jnp.take_along_axis(e_tm1, a_tm1[:, None, None], axis=1)[:, 0]  # [B, K]
-    return jnp.mean(jax.vmap(expectile_regression_loss, in_axes=(0, None, 0))(chosen, taus, targets))
+    return jnp.mean(
+        jax.vmap(expectile_regression_loss, in_axes=(0, None, 0))(chosen, taus, targets)
+    )
 
 
 def make(config: Config) -> Agent:
@@ -98,8 +113,11 @@ def make(config: Config) -> Agent:
 
     def distribution(net, params, obs):
         samples = impute_samples(
-            net.apply(params, obs), config.taus, num_samples=config.distribution_samples,
-            num_iterations=4 * config.imputation_iterations, num_grid=4 * config.imputation_grid,
+            net.apply(params, obs),
+            config.taus,
+            num_samples=config.distribution_samples,
+            num_iterations=4 * config.imputation_iterations,
+            num_grid=4 * config.imputation_grid,
         )
         return equal_weight_atoms(samples)
 

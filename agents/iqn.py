@@ -12,7 +12,14 @@ import jax.numpy as jnp
 import rlax
 
 from agents.base import Agent, require
-from agents.common import MLP, Algorithm, ValueConfig, equal_weight_atoms, make_value_agent, midpoint_taus
+from agents.common import (
+    MLP,
+    Algorithm,
+    ValueConfig,
+    equal_weight_atoms,
+    make_value_agent,
+    midpoint_taus,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +33,13 @@ class Config(ValueConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("num_tau_samples", "num_tau_prime_samples", "num_quantile_samples",
-                     "embedding_dim", "num_distribution_quantiles"):
+        for name in (
+            "num_tau_samples",
+            "num_tau_prime_samples",
+            "num_quantile_samples",
+            "embedding_dim",
+            "num_distribution_quantiles",
+        ):
             value = getattr(self, name)
             require(value >= 1, f"{name}={value} must be >= 1")
         require(self.huber_kappa >= 0, f"huber_kappa={self.huber_kappa} must be >= 0")

@@ -35,8 +35,9 @@ class CellSpec:
     train_config: TrainConfig
 
     @classmethod
-    def build(cls, agent: str, env: str, agent_overrides=None, env_overrides=None,
-              train_overrides=None) -> "CellSpec":
+    def build(
+        cls, agent: str, env: str, agent_overrides=None, env_overrides=None, train_overrides=None
+    ) -> CellSpec:
         """Validate names and values (ConfigError / EnvError naming the bad one)."""
         agent_config = agents.make_config(agent, **(agent_overrides or {}))
         envs.make(env, **(env_overrides or {}))
@@ -86,9 +87,13 @@ def _seed_calibration(locs, probs, returns, truth_locs, truth_probs, key):
         "wasserstein1": metrics.wasserstein1(mixture_locs, mixture_probs, ref_samples, ref_weights),
         "cramer": metrics.cramer(mixture_locs, mixture_probs, ref_samples, ref_weights),
         "ks": metrics.ks(mixture_locs, mixture_probs, ref_samples, ref_weights),
-        "crps": jnp.mean(jax.vmap(lambda l, p, y: metrics.crps(l, p, y[None]))(locs, probs, returns)),
+        "crps": jnp.mean(
+            jax.vmap(lambda l, p, y: metrics.crps(l, p, y[None]))(locs, probs, returns)
+        ),
         "quantile_coverage_error": jnp.mean(
-            jax.vmap(lambda l, p, y: metrics.quantile_coverage(l, p, y[None]))(locs, probs, returns),
+            jax.vmap(lambda l, p, y: metrics.quantile_coverage(l, p, y[None]))(
+                locs, probs, returns
+            ),
             axis=0,
         ),
         "pit": u,
@@ -137,8 +142,14 @@ def calibration(spec: CellSpec, results: SeedResults, key=None) -> dict[str, Any
     }
 
 
-def run_cell(spec: CellSpec, seed_ids, *, base_seed: int = 0, show_progress: bool = True,
-             progress_callback=None) -> dict[str, Any]:
+def run_cell(
+    spec: CellSpec,
+    seed_ids,
+    *,
+    base_seed: int = 0,
+    show_progress: bool = True,
+    progress_callback=None,
+) -> dict[str, Any]:
     """Train and score one cell over `seed_ids`; returns the cell's JSON-able record."""
     seed_ids = list(seed_ids)
     require(len(seed_ids) >= 1, "seeds=0: at least one seed is needed")
@@ -153,8 +164,13 @@ def run_cell(spec: CellSpec, seed_ids, *, base_seed: int = 0, show_progress: boo
         progress = bar.update
     try:
         results = run_seeds(
-            agent, env, params, spec.train_config, distributed.local_share(seed_ids),
-            base_seed=base_seed, progress=progress,
+            agent,
+            env,
+            params,
+            spec.train_config,
+            distributed.local_share(seed_ids),
+            base_seed=base_seed,
+            progress=progress,
         )
         results = distributed.gather(results)
     finally:
@@ -170,7 +186,9 @@ def score(spec: CellSpec, results: SeedResults, *, base_seed: int = 0) -> dict[s
     # The prediction plotted against the truth or the Monte Carlo returns: the first seed's
     # mixture over its evaluation episodes.
     first_locs = results.final["start_locs"][0].reshape(-1)
-    first_probs = (results.final["start_probs"][0] / results.final["start_probs"].shape[1]).reshape(-1)
+    first_probs = (results.final["start_probs"][0] / results.final["start_probs"].shape[1]).reshape(
+        -1
+    )
     record = {
         "spec": spec.to_json(),
         "base_seed": base_seed,

@@ -16,8 +16,8 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_cpu_devices}"
     ).strip()
 
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+from pathlib import Path
 
 EXIT_USAGE = 2
 
@@ -156,8 +156,9 @@ def cmd_throughput(args) -> int:
         raise UsageError(f"--seeds={args.seeds!r} must list seed counts >= 1")
     _positive("--steps", args.steps)
     out = Path(args.out) if args.out else Path("results") / "throughput"
-    payload = throughput.run(args.agent, args.env, counts, args.steps,
-                             _parse_sets(args.set, "--set"), out)
+    payload = throughput.run(
+        args.agent, args.env, counts, args.steps, _parse_sets(args.set, "--set"), out
+    )
     print(throughput.markdown(payload))
     print(f"wrote {out}/")
     return 0
@@ -223,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     thr = sub.add_parser("throughput", help="env steps/s, compile time, memory vs seed count")
     thr.add_argument("--agent", default="c51", help="agent (default c51)")
     thr.add_argument("--env", default="CartPole-v1", help="environment (default CartPole-v1)")
-    thr.add_argument("--seeds", default="1,8,64,256,1024,4096",
-                     help="comma-separated seed counts (default 1,8,64,256,1024,4096)")
+    thr.add_argument(
+        "--seeds",
+        default="1,8,64,256,1024,4096",
+        help="comma-separated seed counts (default 1,8,64,256,1024,4096)",
+    )
     thr.add_argument("--steps", type=int, default=5_000, help="env steps per seed (default 5000)")
     thr.add_argument("--set", action="append", metavar="KEY=VALUE", help="agent config override")
     thr.add_argument("--out", help="output folder (default results/throughput)")

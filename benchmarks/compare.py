@@ -76,11 +76,20 @@ def compare(baseline: dict, new: dict, *, alpha: float = 0.01) -> dict:
     rows = []
     for name, rule, before, after in pairs:
         test = stats.regression_test(
-            before, after, higher_is_better=rule.higher_is_better,
-            min_effect=rule.min_effect, min_abs_effect=rule.min_abs_effect, alpha=per_test_alpha,
+            before,
+            after,
+            higher_is_better=rule.higher_is_better,
+            min_effect=rule.min_effect,
+            min_abs_effect=rule.min_abs_effect,
+            alpha=per_test_alpha,
         )
-        verdict = ("REGRESSION" if test["significant_regression"]
-                   else "improvement" if test["significant_improvement"] else "no change")
+        verdict = (
+            "REGRESSION"
+            if test["significant_regression"]
+            else "improvement"
+            if test["significant_improvement"]
+            else "no change"
+        )
         rows.append({"cell": name, "metric": rule.label, **test, "verdict": verdict})
     return {
         "rows": rows,
@@ -96,9 +105,11 @@ def markdown(outcome: dict, baseline_path: str, new_path: str) -> str:
     lines = [
         f"### distbench compare: `{baseline_path}` -> `{new_path}`",
         "",
-        "IQM over seeds (throughput: over compiled chunks). A change counts when it exceeds the "
-        "metric's effect threshold and the one-sided Mann-Whitney p < alpha / number of tests "
-        f"(Bonferroni, {outcome['per_test_alpha']:.2g} here).",
+        (
+            "IQM over seeds (throughput: over compiled chunks). A change counts when it exceeds the "
+            "metric's effect threshold and the one-sided Mann-Whitney p < alpha / number of tests "
+            f"(Bonferroni, {outcome['per_test_alpha']:.2g} here)."
+        ),
         "",
         "| cell | metric | baseline | new | change | p | verdict |",
         "|---|---|---|---|---|---|---|",

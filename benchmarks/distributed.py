@@ -19,7 +19,9 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
     if not any(given):
         return
     if not all(given):
-        raise ConfigError("--coordinator, --num-processes and --process-id go together; give all three")
+        raise ConfigError(
+            "--coordinator, --num-processes and --process-id go together; give all three"
+        )
     if ":" not in coordinator:
         raise ConfigError(f"--coordinator={coordinator!r} must be HOST:PORT")
     if num_processes < 1:
@@ -65,9 +67,11 @@ def gather(local: SeedResults) -> SeedResults:
         return local
     from jax.experimental import multihost_utils
 
-    counts = np.asarray(
-        multihost_utils.process_allgather(np.asarray(len(local.seed_ids)))
-    ).reshape(-1).tolist()
+    counts = (
+        np.asarray(multihost_utils.process_allgather(np.asarray(len(local.seed_ids))))
+        .reshape(-1)
+        .tolist()
+    )
     slowest = np.asarray(
         multihost_utils.process_allgather(
             np.asarray([local.compile_seconds, local.eval_seconds, *local.chunk_seconds])

@@ -27,8 +27,11 @@ class ChunkBar:
         status = " ".join(f"{k}={v:.1f}" for k, v in info.items())
         self._progress.update(self._task, completed=done, status=status)
         if not sys.stderr.isatty():
-            print(f"  {self._progress.tasks[0].description}: chunk {done}/{total} {status}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {self._progress.tasks[0].description}: chunk {done}/{total} {status}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         self._progress.stop()

@@ -23,14 +23,18 @@ def markdown(payload: dict) -> str:
     lines = [
         f"# distbench results: suite `{payload.get('suite', payload.get('kind'))}`",
         "",
-        f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}), "
-        f"{meta.get('cpu_count')} CPU cores, commit `{meta['commit'][:12]}`, "
-        f"jax {meta['versions'].get('jax')}, created {meta['created']}.",
+        (
+            f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}), "
+            f"{meta.get('cpu_count')} CPU cores, commit `{meta['commit'][:12]}`, "
+            f"jax {meta['versions'].get('jax')}, created {meta['created']}."
+        ),
         "",
-        "IQM greedy return over seeds with its 95% stratified-bootstrap CI; calibration metrics "
-        "are IQMs over seeds of each seed's score (ref: exact truth, or MC = the evaluation "
-        "episodes' own discounted returns); PIT KS is pooled over all seeds' episodes (0 is "
-        "perfectly calibrated); env steps/s of the compiled training chunks.",
+        (
+            "IQM greedy return over seeds with its 95% stratified-bootstrap CI; calibration metrics "
+            "are IQMs over seeds of each seed's score (ref: exact truth, or MC = the evaluation "
+            "episodes' own discounted returns); PIT KS is pooled over all seeds' episodes (0 is "
+            "perfectly calibrated); env steps/s of the compiled training chunks."
+        ),
         "",
         tables.cells_markdown(payload["cells"]),
         "",
@@ -65,11 +69,14 @@ def plot_learning_curves(cells: list[dict]) -> dict[str, bytes]:
         for cell in env_cells:
             steps = np.asarray(cell["curve"]["env_steps"])
             curve = np.asarray(cell["curve"]["eval_return"], dtype=float)  # [S, T]
-            points = [stats.aggregate(curve[:, t], num_resamples=500)["iqm"] for t in range(len(steps))]
+            points = [
+                stats.aggregate(curve[:, t], num_resamples=500)["iqm"] for t in range(len(steps))
+            ]
             mid = [p["value"] for p in points]
             ax.plot(steps, mid, label=cell["spec"]["agent"])
-            ax.fill_between(steps, [p["ci_low"] for p in points], [p["ci_high"] for p in points],
-                            alpha=0.2)
+            ax.fill_between(
+                steps, [p["ci_low"] for p in points], [p["ci_high"] for p in points], alpha=0.2
+            )
         ax.set_xlabel("env steps per seed")
         ax.set_ylabel("IQM greedy return")
         ax.set_title(f"{env} ({len(env_cells[0]['seed_ids'])} seeds, 95% CI)")
@@ -95,8 +102,14 @@ def plot_calibration(cell: dict) -> bytes:
         tx, tf = _step_cdf(calib["truth"]["locs"], calib["truth"]["probs"])
         ax_cdf.step(tx, tf, where="post", label="exact truth", color="black")
     returns = np.sort(np.asarray(calib["example_returns"], dtype=float))
-    ax_cdf.step(returns, np.arange(1, len(returns) + 1) / len(returns), where="post",
-                label="MC returns", color="gray", linestyle="--")
+    ax_cdf.step(
+        returns,
+        np.arange(1, len(returns) + 1) / len(returns),
+        where="post",
+        label="MC returns",
+        color="gray",
+        linestyle="--",
+    )
     ax_cdf.set_xlabel("discounted return")
     ax_cdf.set_ylabel("CDF")
     ax_cdf.legend(fontsize=8)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -76,9 +77,7 @@ def run_seeds(
     padded_ids = np.concatenate([seed_ids, np.repeat(seed_ids[-1:], padded - num_seeds)])
     sharding = _mesh_sharding()
     keys = jax.device_put(seed_keys(base_seed, padded_ids), sharding)
-    fold_in = jax.jit(
-        jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding
-    )
+    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
     train_keys = fold_in(keys, jnp.asarray(0, jnp.uint32))
     eval_keys = fold_in(keys, jnp.asarray(1, jnp.uint32))
 
@@ -113,7 +112,9 @@ def run_seeds(
         jax.block_until_ready(runner)
         chunk_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
-        evaluation = jax.device_get(evaluate(runner, fold_in(eval_keys, jnp.asarray(chunk, jnp.uint32))))
+        evaluation = jax.device_get(
+            evaluate(runner, fold_in(eval_keys, jnp.asarray(chunk, jnp.uint32)))
+        )
         eval_seconds += time.perf_counter() - start
         evaluations.append(evaluation)
         logs.append(jax.device_get(log))

@@ -58,7 +58,7 @@ def _line_of(text: str, key: str) -> str:
 def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = None) -> Suite:
     """Parse and validate a suite by name (benchmarks/suites/NAME.toml) or by path."""
     path = Path(name_or_path)
-    if not path.suffix == ".toml":
+    if path.suffix != ".toml":
         path = SUITES_DIR / f"{name_or_path}.toml"
         if not path.is_file():
             raise SuiteError(f"unknown suite {name_or_path!r}; valid: {', '.join(names())}")
@@ -86,8 +86,9 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
         fail("seeds", f"seeds={suite_seeds!r} must be an integer >= 1")
     options = data.get("options", {})
     if kind != "train":
-        return Suite(path.stem, data.get("description", ""), kind, suite_seeds, (), (), options,
-                     text)
+        return Suite(
+            path.stem, data.get("description", ""), kind, suite_seeds, (), (), options, text
+        )
 
     agent_names = data.get("agents")
     if not isinstance(agent_names, list) or not agent_names:
@@ -114,7 +115,10 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
             fail(env_name, f'envs."{env_name}" must be a table')
         bad = sorted(set(table) - _ENV_KEYS)
         if bad:
-            fail(bad[0], f"unknown key {bad[0]!r} under {env_name}; valid: {', '.join(sorted(_ENV_KEYS))}")
+            fail(
+                bad[0],
+                f"unknown key {bad[0]!r} under {env_name}; valid: {', '.join(sorted(_ENV_KEYS))}",
+            )
         env_train = {**common_train, **table.get("train", {})}
         if steps is not None:
             env_train["total_steps"] = steps
@@ -128,8 +132,12 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
             fields = {f.name for f in dataclasses.fields(agents.module(agent).Config)}
             # Later layers win: suite-wide, suite-wide [agent.NAME], env-wide, env [agent.NAME].
             overrides = {}
-            for layer in (common_agent, common_agent.get(agent, {}), env_agent,
-                          env_agent.get(agent, {})):
+            for layer in (
+                common_agent,
+                common_agent.get(agent, {}),
+                env_agent,
+                env_agent.get(agent, {}),
+            ):
                 overrides.update({k: v for k, v in layer.items() if k in fields})
             try:
                 cells.append(
@@ -139,8 +147,16 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
                 fail(env_name, f"{agent} on {env_name}: {err}")
         env_seeds = seeds if seeds is not None else table.get("seeds", suite_seeds)
         cell_seeds += [env_seeds] * len(agent_names)
-    return Suite(path.stem, data.get("description", ""), kind, suite_seeds, tuple(cells),
-                 tuple(cell_seeds), options, text)
+    return Suite(
+        path.stem,
+        data.get("description", ""),
+        kind,
+        suite_seeds,
+        tuple(cells),
+        tuple(cell_seeds),
+        options,
+        text,
+    )
 
 
 def _check_agent_keys(overrides: dict, agent_names: list[str], fail) -> None:
@@ -171,8 +187,15 @@ def cell_path(out_dir: Path, spec: CellSpec) -> Path:
     return out_dir / "cells" / f"{safe}.json"
 
 
-def run_suite(suite: Suite, out_dir: str | Path, *, base_seed: int = 0, seed_start: int = 0,
-              show_progress: bool = True, log=print) -> dict[str, Any]:
+def run_suite(
+    suite: Suite,
+    out_dir: str | Path,
+    *,
+    base_seed: int = 0,
+    seed_start: int = 0,
+    show_progress: bool = True,
+    log=print,
+) -> dict[str, Any]:
     """Run every cell not already finished in out_dir; then write results.json and the report.
 
     Each finished cell is written atomically to out_dir/cells/, so a killed run resumes from the
@@ -197,14 +220,20 @@ def run_suite(suite: Suite, out_dir: str | Path, *, base_seed: int = 0, seed_sta
                 log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier, kept")
                 records.append(cached["cell"])
                 continue
-        log(f"[{index}/{len(suite.cells)}] {spec.name}: {num_seeds} seeds x "
-            f"{spec.train_config.total_steps:,} steps")
+        log(
+            f"[{index}/{len(suite.cells)}] {spec.name}: {num_seeds} seeds x "
+            f"{spec.train_config.total_steps:,} steps"
+        )
         record = run_cell(spec, seed_ids, base_seed=base_seed, show_progress=show_progress)
         if distributed.is_main_process():
             results_io.write_json(
                 path,
-                {"kind": "cell", "metadata": results_io.metadata(), "fingerprint": fingerprint,
-                 "cell": record},
+                {
+                    "kind": "cell",
+                    "metadata": results_io.metadata(),
+                    "fingerprint": fingerprint,
+                    "cell": record,
+                },
             )
         records.append(record)
     payload = {

@@ -60,7 +60,9 @@ def _learning_step_rate(agent, spec, num_seeds: int, num_envs: int, iterations: 
     return num_seeds * iterations * num_envs / (time.perf_counter() - start)
 
 
-def measure_one(agent_name: str, env_name: str, num_seeds: int, steps: int, overrides: dict) -> dict:
+def measure_one(
+    agent_name: str, env_name: str, num_seeds: int, steps: int, overrides: dict
+) -> dict:
     """Training, learning-off and learning-only throughput for one seed count (this process)."""
     env, params = envs.make(env_name)
     config = agents.make_config(agent_name, **{"learning_starts": 0, **overrides})
@@ -72,8 +74,9 @@ def measure_one(agent_name: str, env_name: str, num_seeds: int, steps: int, over
         build_config(type(config), {**config.__dict__, "learning_starts": steps + 10})
     )
     acting = run_seeds(no_learning, env, params, train_config, range(num_seeds))
-    learning_rate = _learning_step_rate(agent, env_spec(env, params), num_seeds, 10,
-                                        train_config.num_iterations // 2)
+    learning_rate = _learning_step_rate(
+        agent, env_spec(env, params), num_seeds, 10, train_config.num_iterations // 2
+    )
     ceiling = 1.0 / (1.0 / acting.steps_per_second + 1.0 / learning_rate)
     return {
         "num_seeds": num_seeds,
@@ -90,23 +93,42 @@ def measure_one(agent_name: str, env_name: str, num_seeds: int, steps: int, over
     }
 
 
-def sweep(agent_name: str, env_name: str, seed_counts: list[int], steps: int, overrides: dict,
-          *, timeout: float = 3600.0, log=print) -> list[dict]:
+def sweep(
+    agent_name: str,
+    env_name: str,
+    seed_counts: list[int],
+    steps: int,
+    overrides: dict,
+    *,
+    timeout: float = 3600.0,
+    log=print,
+) -> list[dict]:
     rows = []
     for count in seed_counts:
         args = json.dumps([agent_name, env_name, count, steps, overrides])
-        code = ("import json, sys; from benchmarks import throughput; "
-                f"print(json.dumps(throughput.measure_one(*json.loads(sys.argv[1]))))")
+        code = (
+            "import json, sys; from benchmarks import throughput; "
+            "print(json.dumps(throughput.measure_one(*json.loads(sys.argv[1]))))"
+        )
         start = time.perf_counter()
         try:
-            out = subprocess.run([sys.executable, "-c", code, args], capture_output=True,
-                                 text=True, timeout=timeout)
+            out = subprocess.run(
+                [sys.executable, "-c", code, args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             rows.append({"num_seeds": count, "status": f"timed out after {timeout:.0f}s"})
             log(f"{count} seeds: timed out")
             continue
         if out.returncode != 0:
-            killed = out.returncode < 0 or "RESOURCE_EXHAUSTED" in out.stderr or "MemoryError" in out.stderr
+            killed = (
+                out.returncode < 0
+                or "RESOURCE_EXHAUSTED" in out.stderr
+                or "MemoryError" in out.stderr
+            )
             status = "out of memory" if killed else f"failed: {out.stderr.strip().splitlines()[-1]}"
             rows.append({"num_seeds": count, "status": status})
             log(f"{count} seeds: {status}")
@@ -114,8 +136,10 @@ def sweep(agent_name: str, env_name: str, seed_counts: list[int], steps: int, ov
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["wall_seconds"] = time.perf_counter() - start
         rows.append(row)
-        log(f"{count} seeds: {row['env_steps_per_second']:,.0f} env steps/s, "
-            f"{row['fraction_of_ceiling']:.0%} of ceiling, compile {row['compile_seconds']:.1f}s")
+        log(
+            f"{count} seeds: {row['env_steps_per_second']:,.0f} env steps/s, "
+            f"{row['fraction_of_ceiling']:.0%} of ceiling, compile {row['compile_seconds']:.1f}s"
+        )
     return rows
 
 
@@ -124,14 +148,20 @@ def markdown(payload: dict) -> str:
     lines = [
         f"# Throughput: {payload['agent']} on {payload['env']}",
         "",
-        f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}, "
-        f"{meta.get('cpu_count')} CPU cores), commit `{meta['commit'][:12]}`; "
-        f"{payload['steps']:,} env steps per seed, 10 envs per seed, learning from step 0.",
-        "Ceiling: the loop with learning off and the learning step alone, combined "
-        "(1 / (1/a + 1/b)), measured in the same run.",
+        (
+            f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}, "
+            f"{meta.get('cpu_count')} CPU cores), commit `{meta['commit'][:12]}`; "
+            f"{payload['steps']:,} env steps per seed, 10 envs per seed, learning from step 0."
+        ),
+        (
+            "Ceiling: the loop with learning off and the learning step alone, combined "
+            "(1 / (1/a + 1/b)), measured in the same run."
+        ),
         "",
-        "| seeds | env steps/s | compile s | learning off | learning only | % of ceiling | "
-        "state MB/seed | peak memory GB |",
+        (
+            "| seeds | env steps/s | compile s | learning off | learning only | % of ceiling | "
+            "state MB/seed | peak memory GB |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in payload["rows"]:
@@ -154,27 +184,44 @@ def plot(payload: dict) -> bytes:
     ok = [r for r in payload["rows"] if r.get("status") == "ok"]
     fig, ax = plt.subplots(figsize=(6, 4))
     seeds = [r["num_seeds"] for r in ok]
-    for key, label in (("env_steps_per_second", "training"),
-                       ("learning_off_steps_per_second", "learning off"),
-                       ("learning_only_steps_per_second", "learning step only")):
+    for key, label in (
+        ("env_steps_per_second", "training"),
+        ("learning_off_steps_per_second", "learning off"),
+        ("learning_only_steps_per_second", "learning step only"),
+    ):
         ax.loglog(seeds, [r[key] for r in ok], marker="o", label=label)
     meta = payload["metadata"]
     ax.set_xlabel("seeds (vmapped)")
     ax.set_ylabel("env steps / s")
-    ax.set_title(f"{payload['agent']} on {payload['env']}: {meta['device_kind']} x{meta['device_count']}")
+    ax.set_title(
+        f"{payload['agent']} on {payload['env']}: {meta['device_kind']} x{meta['device_count']}"
+    )
     ax.legend()
     data = png_bytes(fig)
     plt.close(fig)
     return data
 
 
-def run(agent_name: str, env_name: str, seed_counts: list[int], steps: int, overrides: dict,
-        out_dir: str | Path) -> dict:
+def run(
+    agent_name: str,
+    env_name: str,
+    seed_counts: list[int],
+    steps: int,
+    overrides: dict,
+    out_dir: str | Path,
+) -> dict:
     agents.make_config(agent_name, **overrides)  # fail fast on a bad name or value
     envs.make(env_name)
     rows = sweep(agent_name, env_name, seed_counts, steps, overrides)
-    payload = {"kind": "throughput", "metadata": results_io.metadata(), "agent": agent_name,
-               "env": env_name, "steps": steps, "overrides": overrides, "rows": rows}
+    payload = {
+        "kind": "throughput",
+        "metadata": results_io.metadata(),
+        "agent": agent_name,
+        "env": env_name,
+        "steps": steps,
+        "overrides": overrides,
+        "rows": rows,
+    }
     out_dir = Path(out_dir)
     stem = f"{agent_name}_{env_name}"
     results_io.write_json(out_dir / f"{stem}.json", payload)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from agents.base import Agent, ConfigError, EnvSpec, Transition, require
 

@@ -10,15 +10,37 @@ from benchmarks.cli import main
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["train", "--agent", "rainbow", "--env", "CartPole-v1"], "unknown agent 'rainbow'; valid: dqn"),
+        (
+            ["train", "--agent", "rainbow", "--env", "CartPole-v1"],
+            "unknown agent 'rainbow'; valid: dqn",
+        ),
         (["train", "--agent", "c51", "--env", "CartPole-v9"], "unknown environment 'CartPole-v9'"),
-        (["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "num_atoms=1"], "num_atoms=1"),
-        (["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "v_min=10",
-          "--set", "v_max=0"], "v_min=10.0 must be < v_max=0.0"),
-        (["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "atoms=5"],
-         "unknown c51 config key atoms; valid keys:"),
-        (["train", "--agent", "dqn", "--env", "CartPole-v1", "--set", "batch_size=big"],
-         "batch_size='big' is not an integer"),
+        (
+            ["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "num_atoms=1"],
+            "num_atoms=1",
+        ),
+        (
+            [
+                "train",
+                "--agent",
+                "c51",
+                "--env",
+                "CartPole-v1",
+                "--set",
+                "v_min=10",
+                "--set",
+                "v_max=0",
+            ],
+            "v_min=10.0 must be < v_max=0.0",
+        ),
+        (
+            ["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "atoms=5"],
+            "unknown c51 config key atoms; valid keys:",
+        ),
+        (
+            ["train", "--agent", "dqn", "--env", "CartPole-v1", "--set", "batch_size=big"],
+            "batch_size='big' is not an integer",
+        ),
         (["train", "--agent", "dqn", "--env", "CartPole-v1", "--set", "oops"], "key=value"),
         (["train", "--agent", "dqn", "--env", "CartPole-v1", "--seeds", "0"], "--seeds=0"),
         (["train", "--agent", "dqn", "--env", "CartPole-v1", "--steps", "-5"], "steps=-5"),
@@ -48,9 +70,32 @@ def test_list_names_agents_envs_and_suites(capsys):
 
 def test_train_prints_table_and_writes_json_with_per_seed_values(tmp_path, capsys):
     out = tmp_path / "r.json"
-    argv = ["train", "--agent", "dqn", "--env", "CartPole-v1", "--seeds", "3", "--seed-start", "5",
-            "--steps", "600", "--evals", "2", "--eval-episodes", "2", "--num-envs", "3",
-            "--set", "learning_starts=100", "--set", "batch_size=16", "--out", str(out), "--quiet"]
+    argv = [
+        "train",
+        "--agent",
+        "dqn",
+        "--env",
+        "CartPole-v1",
+        "--seeds",
+        "3",
+        "--seed-start",
+        "5",
+        "--steps",
+        "600",
+        "--evals",
+        "2",
+        "--eval-episodes",
+        "2",
+        "--num-envs",
+        "3",
+        "--set",
+        "learning_starts=100",
+        "--set",
+        "batch_size=16",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| dqn | CartPole-v1 | 3 |" in table and "env steps/s" in table

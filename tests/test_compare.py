@@ -11,19 +11,27 @@ from benchmarks.results import SCHEMA_VERSION, ResultsError, write_json
 def _payload(rng, *, suite="ci", return_scale=1.0, w1_scale=1.0, speed_scale=1.0, seeds=32):
     cells = []
     for agent in ("dqn", "c51"):
-        cells.append({
-            "spec": {"agent": agent, "env": "CartPole-v1"},
-            "per_seed": {
-                "return": (rng.normal(200.0, 20.0, seeds) * return_scale).tolist(),
-                "wasserstein1": (rng.gamma(4.0, 1.0, seeds) * w1_scale).tolist(),
-                "ks": rng.uniform(0.1, 0.3, seeds).tolist(),
-            },
-            "throughput": {
-                "chunk_env_steps_per_second": (rng.normal(50_000, 2_000, 10) * speed_scale).tolist()
-            },
-        })
-    return {"kind": "suite", "suite": suite, "metadata": {"schema_version": SCHEMA_VERSION},
-            "cells": cells}
+        cells.append(
+            {
+                "spec": {"agent": agent, "env": "CartPole-v1"},
+                "per_seed": {
+                    "return": (rng.normal(200.0, 20.0, seeds) * return_scale).tolist(),
+                    "wasserstein1": (rng.gamma(4.0, 1.0, seeds) * w1_scale).tolist(),
+                    "ks": rng.uniform(0.1, 0.3, seeds).tolist(),
+                },
+                "throughput": {
+                    "chunk_env_steps_per_second": (
+                        rng.normal(50_000, 2_000, 10) * speed_scale
+                    ).tolist()
+                },
+            }
+        )
+    return {
+        "kind": "suite",
+        "suite": suite,
+        "metadata": {"schema_version": SCHEMA_VERSION},
+        "cells": cells,
+    }
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -35,7 +43,11 @@ def test_seed_noise_alone_is_not_a_regression(seed):
 
 @pytest.mark.parametrize(
     "kwargs, metric",
-    [({"return_scale": 0.75}, "return"), ({"w1_scale": 2.0}, "W1"), ({"speed_scale": 0.5}, "env steps/s")],
+    [
+        ({"return_scale": 0.75}, "return"),
+        ({"w1_scale": 2.0}, "W1"),
+        ({"speed_scale": 0.5}, "env steps/s"),
+    ],
 )
 def test_planted_regression_is_flagged(kwargs, metric):
     rng = np.random.default_rng(0)

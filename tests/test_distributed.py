@@ -45,10 +45,28 @@ def test_two_processes_write_one_result_equal_to_one_process(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "benchmarks", "run", "--suite", str(suite), "--out",
-             str(tmp_path / "multi"), "--quiet", "--coordinator", f"127.0.0.1:{port}",
-             "--num-processes", "2", "--process-id", str(rank)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks",
+                "run",
+                "--suite",
+                str(suite),
+                "--out",
+                str(tmp_path / "multi"),
+                "--quiet",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(rank),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for rank in (0, 1)
     ]

@@ -21,21 +21,34 @@ THRESHOLD = 0.3
 
 PROBES = {
     # One step, three outcomes: mean 2, SD sqrt(3).
-    "one_step": ("OneStepReward", {"magnitudes": (0.0, 2.0, 5.0), "probs": (0.3, 0.5, 0.2)},
-                 0.9, 12_000),
+    "one_step": (
+        "OneStepReward",
+        {"magnitudes": (0.0, 2.0, 5.0), "probs": (0.3, 0.5, 0.2)},
+        0.9,
+        12_000,
+    ),
     # Four steps of Bernoulli(1/2) rewards, discounted: 16 atoms, needs bootstrapping.
     "chain": ("StochasticChain", {"length": 4, "p": 0.5, "reward_size": 1.0}, 0.9, 30_000),
 }
 
-AGENT_SETTINGS = dict(learning_rate=1e-3, learning_starts=500, train_every=10, batch_size=64,
-                      buffer_size=5_000, target_period=200, epsilon_steps=1_000,
-                      hidden_sizes=(64, 64))
+AGENT_SETTINGS = {
+    "learning_rate": 1e-3,
+    "learning_starts": 500,
+    "train_every": 10,
+    "batch_size": 64,
+    "buffer_size": 5_000,
+    "target_period": 200,
+    "epsilon_steps": 1_000,
+    "hidden_sizes": (64, 64),
+}
 # The quantile Huber loss with kappa > 0 is minimised by a blend of quantile and expectile
 # (errors below kappa are squared), so the probes score the exact quantile loss, kappa = 0: with
 # the default kappa = 1, QR-DQN scores 0.41 on the chain, whose return spread is about 1.
-PER_AGENT = {"c51": {"v_min": -1.0, "v_max": 6.0},
-             "qrdqn": {"num_quantiles": 32, "huber_kappa": 0.0},
-             "iqn": {"num_distribution_quantiles": 32, "huber_kappa": 0.0}}
+PER_AGENT = {
+    "c51": {"v_min": -1.0, "v_max": 6.0},
+    "qrdqn": {"num_quantiles": 32, "huber_kappa": 0.0},
+    "iqn": {"num_distribution_quantiles": 32, "huber_kappa": 0.0},
+}
 
 
 def _score(name: str, probe: str) -> float:
@@ -48,10 +61,15 @@ def _score(name: str, probe: str) -> float:
     mean = np.sum(truth_locs * truth_probs)
     sd = np.sqrt(np.sum(truth_probs * (truth_locs - mean) ** 2))
     scores = [
-        float(metrics.wasserstein1(jnp.asarray(results.final["start_locs"][s, 0]),
-                                   jnp.asarray(results.final["start_probs"][s, 0]),
-                                   jnp.asarray(truth_locs, jnp.float32),
-                                   jnp.asarray(truth_probs, jnp.float32))) / sd
+        float(
+            metrics.wasserstein1(
+                jnp.asarray(results.final["start_locs"][s, 0]),
+                jnp.asarray(results.final["start_probs"][s, 0]),
+                jnp.asarray(truth_locs, jnp.float32),
+                jnp.asarray(truth_probs, jnp.float32),
+            )
+        )
+        / sd
         for s in range(4)
     ]
     return float(np.median(scores))

@@ -36,8 +36,15 @@ SCRIPT = textwrap.dedent(
 def _in_subprocess(num_devices: int) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -45,16 +52,25 @@ def _in_subprocess(num_devices: int) -> dict:
 def test_four_devices_match_one_device_seed_for_seed():
     four = _in_subprocess(4)
     assert four["devices"] == 4 and four["num_devices"] == 4  # 3 seeds padded to 4
-    agent = agents.make("c51", learning_starts=100, batch_size=16, buffer_size=500,
-                        target_period=100, epsilon_steps=500, hidden_sizes=(32,))
+    agent = agents.make(
+        "c51",
+        learning_starts=100,
+        batch_size=16,
+        buffer_size=500,
+        target_period=100,
+        epsilon_steps=500,
+        hidden_sizes=(32,),
+    )
     env, params = envs.make("CartPole-v1")
     config = TrainConfig(total_steps=600, num_envs=4, num_evals=2, eval_episodes=3)
     one = run_seeds(agent, env, params, config, [0, 1, 2], keep_state=True)
     np.testing.assert_allclose(four["returns"], one.eval_returns)
     np.testing.assert_allclose(four["loss"], one.train_loss, rtol=1e-4)
     np.testing.assert_allclose(
-        four["kernel"], one.final_state.params["params"]["MLP_0"]["Dense_0"]["kernel"],
-        rtol=1e-4, atol=1e-6,
+        four["kernel"],
+        one.final_state.params["params"]["MLP_0"]["Dense_0"]["kernel"],
+        rtol=1e-4,
+        atol=1e-6,
     )
 
 

@@ -61,7 +61,10 @@ def test_layers_of_agent_overrides(tmp_path):
     [
         (lambda t: t.replace("seeds = 2", "seedz = 2"), "line 3): unknown key 'seedz'"),
         (lambda t: t.replace('"qrdqn"]', '"rainbow"]'), "unknown agent 'rainbow'"),
-        (lambda t: t.replace("batch_size = 16", "batch_sise = 16"), "unknown agent key 'batch_sise'"),
+        (
+            lambda t: t.replace("batch_size = 16", "batch_sise = 16"),
+            "unknown agent key 'batch_sise'",
+        ),
         (lambda t: t.replace("num_quantiles = 8", "num_quantiles = 0"), "num_quantiles=0"),
         (lambda t: t.replace("total_steps = 300", "total_stepz = 300"), "unknown train key"),
         (lambda t: t.replace('"OneStepReward"', '"NoSuchEnv"'), "unknown environment 'NoSuchEnv'"),
@@ -101,7 +104,9 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, monkeypatch):
     assert not list((tmp_path / "b").rglob("*.tmp"))
 
     calls.clear()
-    monkeypatch.setattr(suites, "run_cell", lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1])
+    monkeypatch.setattr(
+        suites, "run_cell", lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1]
+    )
     resumed = suites.run_suite(suite, tmp_path / "b", show_progress=False, log=lambda m: None)
     assert calls == ["qrdqn"]  # the finished dqn cell was kept, not rerun
     a, b = _per_seed(uninterrupted), _per_seed(resumed)
@@ -115,7 +120,9 @@ def test_changed_config_reruns_the_cell(tmp_path):
     suite = suites.load(str(_write(tmp_path, TINY)))
     suites.run_suite(suite, tmp_path / "out", show_progress=False, log=lambda m: None)
     logs = []
-    changed = suites.load(str(_write(tmp_path, TINY.replace("num_quantiles = 8", "num_quantiles = 4"))))
+    changed = suites.load(
+        str(_write(tmp_path, TINY.replace("num_quantiles = 8", "num_quantiles = 4")))
+    )
     suites.run_suite(changed, tmp_path / "out", show_progress=False, log=logs.append)
     assert any("dqn" in m and "kept" in m for m in logs)
     assert any("qrdqn" in m and "kept" not in m for m in logs)
@@ -142,7 +149,9 @@ def test_corrupt_and_wrong_version_results_are_clear_errors(tmp_path, capsys):
     (bad / "results.json").write_text('{"metadata": {"schema_version": 1}, "cells": [')
     with pytest.raises(ResultsError, match="corrupt"):
         report.regenerate(bad)
-    (bad / "results.json").write_text(json.dumps({"kind": "suite", "metadata": {"schema_version": 99}}))
+    (bad / "results.json").write_text(
+        json.dumps({"kind": "suite", "metadata": {"schema_version": 99}})
+    )
     assert main(["report", str(bad)]) == 2
     assert "schema version 99" in capsys.readouterr().err
 

@@ -13,8 +13,14 @@ from benchmarks.runner import run_seeds, seed_keys
 from benchmarks.stats import iqm
 from benchmarks.train import TrainConfig, make_train
 
-SMALL = dict(learning_starts=200, batch_size=32, buffer_size=2_000, target_period=200,
-             epsilon_steps=2_000, train_every=4)
+SMALL = {
+    "learning_starts": 200,
+    "batch_size": 32,
+    "buffer_size": 2_000,
+    "target_period": 200,
+    "epsilon_steps": 2_000,
+    "train_every": 4,
+}
 
 
 def _cartpole():
@@ -48,8 +54,13 @@ def test_different_seeds_really_differ():
     runners = jax.jit(jax.vmap(trainer.init))(seed_keys(0, [0, 1, 2]))
     kernel = runners.agent_state.params["params"]["MLP_0"]["Dense_0"]["kernel"]
     assert not np.allclose(kernel[0], kernel[1]) and not np.allclose(kernel[1], kernel[2])
-    results = run_seeds(agent, env, params, TrainConfig(total_steps=2_000, num_envs=4,
-                        num_evals=1, eval_episodes=8), [0, 1, 2])
+    results = run_seeds(
+        agent,
+        env,
+        params,
+        TrainConfig(total_steps=2_000, num_envs=4, num_evals=1, eval_episodes=8),
+        [0, 1, 2],
+    )
     losses = results.train_loss[:, -1]
     assert len(set(np.round(losses, 6).tolist())) == 3
 
@@ -86,7 +97,7 @@ def test_last_chunk_stops_at_total_steps():
 
 # A CI-sized budget: 8 seeds x 40k env steps. Random play scores about 22. The quantile agents
 # need a larger step size to learn on this budget (IQN at 2.5e-4 is still at random play).
-LEARN = dict(learning_starts=1_000, epsilon_steps=10_000, target_period=500)
+LEARN = {"learning_starts": 1_000, "epsilon_steps": 10_000, "target_period": 500}
 LEARNING_RATE = {"qrdqn": 1e-3, "iqn": 1e-3}
 
 

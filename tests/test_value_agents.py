@@ -51,7 +51,11 @@ class TestC51Loss:
         config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.9)
         logits_tm1 = jnp.array([[[jnp.log(0.75), jnp.log(0.25)], [0.0, 0.0]]])
         loss = c51.categorical_loss(
-            config, logits_tm1, jnp.array([0]), jnp.array([0.25]), jnp.array([0.0]),
+            config,
+            logits_tm1,
+            jnp.array([0]),
+            jnp.array([0.25]),
+            jnp.array([0.0]),
             jnp.zeros((1, 2, 2)),
         )
         expected = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
@@ -117,9 +121,12 @@ def test_string_overrides_are_parsed_to_field_types():
 def test_replay_wraps_around_and_samples_only_stored():
     example = Transition(jnp.zeros(1), jnp.zeros((), jnp.int32), 0.0, 0.0, jnp.zeros(1))
     replay = replay_init(4, jax.tree.map(jnp.asarray, example))
-    batch = lambda start: Transition(  # noqa: E731
+    batch = lambda start: Transition(
         jnp.arange(start, start + 3, dtype=jnp.float32)[:, None],
-        jnp.zeros(3, jnp.int32), jnp.zeros(3), jnp.zeros(3), jnp.zeros((3, 1)),
+        jnp.zeros(3, jnp.int32),
+        jnp.zeros(3),
+        jnp.zeros(3),
+        jnp.zeros((3, 1)),
     )
     replay = replay_add(replay, batch(0))
     assert int(replay.size) == 3
@@ -192,8 +199,14 @@ class TestIQNEmbedding:
         # u=1 -> 0.25, u=-1 -> 0.75. Mean over targets: (0.125 + 0.375) / 2 = 0.25.
         config = agents.make_config("iqn", gamma=0.5, huber_kappa=1.0)
         loss = iqn_loss(
-            config, jnp.zeros((1, 1, 1)), jnp.array([[0.25]]), jnp.array([0]), jnp.array([0.0]),
-            jnp.array([1.0]), jnp.array([[[2.0], [-2.0]]]), jnp.zeros((1, 1)),
+            config,
+            jnp.zeros((1, 1, 1)),
+            jnp.array([[0.25]]),
+            jnp.array([0]),
+            jnp.array([0.0]),
+            jnp.array([1.0]),
+            jnp.array([[[2.0], [-2.0]]]),
+            jnp.zeros((1, 1)),
         )
         np.testing.assert_allclose(loss, 0.25, rtol=1e-6)
 
@@ -206,7 +219,11 @@ class TestQRDQNLoss:
         # u = 1 for both -> Huber 0.5, weights 0.25 and 0.75: sum over quantiles = 0.5.
         config = agents.make_config("qrdqn", num_quantiles=2, huber_kappa=1.0)
         loss = quantile_loss(
-            config, jnp.zeros((1, 1, 2)), jnp.array([0]), jnp.array([1.0]), jnp.array([0.0]),
+            config,
+            jnp.zeros((1, 1, 2)),
+            jnp.array([0]),
+            jnp.array([1.0]),
+            jnp.array([0.0]),
             jnp.zeros((1, 1, 2)),
         )
         np.testing.assert_allclose(loss, 0.5, rtol=1e-6)
