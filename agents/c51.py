@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import rlax
 
 from agents.base import Agent, Atoms, require
-from agents.common import Algorithm, AtomsNetwork, ValueConfig, make_value_agent
+from agents.common import Algorithm, AtomsNetwork, ValueConfig, make_value_agent, online_target_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +43,7 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return AtomsNetwork(config.hidden_sizes, num_actions, config.num_atoms)
 
-    def loss(net, params, target_params, batch, key):
-        logits_tm1 = net.apply(params, batch.obs)
-        logits_t = net.apply(target_params, batch.next_obs)
-        return categorical_loss(
-            config, logits_tm1, batch.action, batch.reward, batch.discount, logits_t
-        )
+    loss = online_target_loss(config, categorical_loss)
 
     def distribution(net, params, obs):
         probs = jax.nn.softmax(net.apply(params, obs), axis=-1)

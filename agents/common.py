@@ -163,6 +163,19 @@ class Algorithm(NamedTuple):
     init_inputs: Callable[..., tuple] = lambda obs, key: (obs,)
 
 
+def online_target_loss(config: ValueConfig, loss_fn: Callable[..., jnp.ndarray]):
+    """Algorithm.loss for heads scored by loss_fn(config, out_tm1, a_tm1, r_t, discount_t, out_t):
+    online outputs at obs against target-network outputs at next_obs (DQN, C51, QR-DQN, EDRL)."""
+
+    def loss(network, params, target_params, batch, key):
+        del key
+        out_tm1 = network.apply(params, batch.obs)
+        out_t = network.apply(target_params, batch.next_obs)
+        return loss_fn(config, out_tm1, batch.action, batch.reward, batch.discount, out_t)
+
+    return loss
+
+
 def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
     """Replay, epsilon-greedy acting, Adam and hard target syncs around an algorithm's loss."""
     chain = [optax.adam(config.learning_rate, eps=config.adam_eps)]

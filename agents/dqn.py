@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import rlax
 
 from agents.base import Agent, Atoms, require
-from agents.common import MLP, Algorithm, ValueConfig, make_value_agent
+from agents.common import MLP, Algorithm, ValueConfig, make_value_agent, online_target_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +43,7 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return QNetwork(config.hidden_sizes, num_actions)
 
-    def loss(net, params, target_params, batch, key):
-        q_tm1 = net.apply(params, batch.obs)
-        q_t = net.apply(target_params, batch.next_obs)
-        return td_loss(config, q_tm1, batch.action, batch.reward, batch.discount, q_t)
+    loss = online_target_loss(config, td_loss)
 
     def greedy_values(net, params, obs, key):
         return net.apply(params, obs)

@@ -18,6 +18,7 @@ from agents.common import (
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
+    online_target_loss,
 )
 from agents.imputation import INITS, impute_samples
 
@@ -103,10 +104,7 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return AtomsNetwork(config.hidden_sizes, num_actions, config.num_expectiles)
 
-    def loss(net, params, target_params, batch, key):
-        e_tm1 = net.apply(params, batch.obs)
-        e_t = net.apply(target_params, batch.next_obs)
-        return edrl_loss(config, e_tm1, batch.action, batch.reward, batch.discount, e_t)
+    loss = online_target_loss(config, edrl_loss)
 
     def greedy_values(net, params, obs, key):
         return net.apply(params, obs)[..., mean_index]

@@ -18,6 +18,7 @@ from agents.common import (
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
+    online_target_loss,
 )
 
 
@@ -49,10 +50,7 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return AtomsNetwork(config.hidden_sizes, num_actions, config.num_quantiles)
 
-    def loss(net, params, target_params, batch, key):
-        q_tm1 = net.apply(params, batch.obs)
-        q_t = net.apply(target_params, batch.next_obs)
-        return quantile_loss(config, q_tm1, batch.action, batch.reward, batch.discount, q_t)
+    loss = online_target_loss(config, quantile_loss)
 
     def distribution(net, params, obs):
         return equal_weight_atoms(net.apply(params, obs))
