@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import rlax
 
 import agents
 from agents import c51, dqn
@@ -32,13 +33,14 @@ class TestDQNLoss:
         np.testing.assert_allclose(loss, (0.5 * 1.0**2 + (1.5 - 0.5)) / 2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("projection", c51.PROJECTIONS)
 class TestC51Loss:
-    def test_cross_entropy_to_projected_target(self):
+    def test_cross_entropy_to_projected_target(self, projection):
         # Support {0, 1}, gamma 0.5, r 0.5. Next-state action 0 has probs (.5, .5), mean .5;
         # action 1 has (.75, .25), mean .25, so the greedy next action is 0. Its atoms shift
         # to {0.5, 1.0}; 0.5 splits evenly onto {0, 1}: target (0.25, 0.75). Online probs
         # (.5, .5) give cross-entropy -(0.25 ln .5 + 0.75 ln .5) = ln 2.
-        config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.5)
+        config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.5, projection=projection)
         logits_tm1 = jnp.zeros((1, 2, 2))
         logits_t = jnp.array([[[0.0, 0.0], [jnp.log(3.0), 0.0]]])
         loss = c51.categorical_loss(
@@ -46,9 +48,9 @@ class TestC51Loss:
         )
         np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-5)
 
-    def test_terminal_target_is_reward_projection(self):
+    def test_terminal_target_is_reward_projection(self, projection):
         # Terminal: target is a point mass at r = 0.25 -> (0.75, 0.25) on {0, 1}.
-        config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.9)
+        config = c51.Config(num_atoms=2, v_min=0.0, v_max=1.0, gamma=0.9, projection=projection)
         logits_tm1 = jnp.array([[[jnp.log(0.75), jnp.log(0.25)], [0.0, 0.0]]])
         loss = c51.categorical_loss(
             config,
@@ -60,6 +62,38 @@ class TestC51Loss:
         )
         expected = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
         np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_scatter_projection_equals_rlax_projection():
+    # Atoms inside, outside, on support points and at both ends of a 11-point support.
+    support = jnp.linspace(-2.0, 3.0, 11)
+    key_locs, key_probs = jax.random.split(jax.random.PRNGKey(3))
+    locs = jax.random.uniform(key_locs, (64, 7), minval=-4.0, maxval=5.0)
+    locs = locs.at[:, 0].set(support[4]).at[:, 1].set(-2.0).at[:, 2].set(3.0)
+    probs = jax.nn.softmax(jax.random.normal(key_probs, (64, 7)), axis=-1)
+    ours = c51.project_onto_support(locs, probs, -2.0, 3.0, 11)
+    theirs = jax.vmap(rlax.categorical_l2_project, in_axes=(0, 0, None))(locs, probs, support)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    np.testing.assert_allclose(ours.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_scatter_c51_loss_and_gradient_equal_rlax_categorical_q_learning():
+    keys = jax.random.split(jax.random.PRNGKey(4), 4)
+    batch, actions, atoms = 32, 3, 51
+    logits_tm1 = jax.random.normal(keys[0], (batch, actions, atoms))
+    logits_t = 3.0 * jax.random.normal(keys[1], (batch, actions, atoms))
+    a_tm1 = jax.random.randint(keys[2], (batch,), 0, actions)
+    r_t = jax.random.uniform(keys[3], (batch,), minval=-5.0, maxval=15.0)
+    discount_t = (jnp.arange(batch) % 5 != 0).astype(jnp.float32)
+
+    def loss(projection, logits):
+        config = c51.Config(v_min=-10.0, v_max=40.0, gamma=0.97, projection=projection)
+        return c51.categorical_loss(config, logits, a_tm1, r_t, discount_t, logits_t)
+
+    for fn in (loss, jax.grad(loss, argnums=1)):
+        np.testing.assert_allclose(
+            fn("scatter", logits_tm1), fn("rlax", logits_tm1), rtol=1e-5, atol=1e-6
+        )
 
 
 # The replay agents; the tabular population model has its own contract test.
@@ -98,6 +132,7 @@ def test_agent_contract_shapes_and_finite(name):
     [
         ("c51", {"num_atoms": 1}, "num_atoms=1"),
         ("c51", {"v_min": 5, "v_max": 5}, "v_min=5.0"),
+        ("c51", {"projection": "dense"}, "projection='dense'"),
         ("dqn", {"gamma": 1.5}, "gamma=1.5"),
         ("dqn", {"batch_size": "lots"}, "batch_size='lots'"),
         ("dqn", {"no_such_key": 1}, "no_such_key"),
@@ -190,6 +225,23 @@ class TestIQNEmbedding:
         obs, taus = jnp.zeros((5, 4)), jnp.full((5, 7), 0.5)
         params = net.init(jax.random.PRNGKey(0), obs, taus)
         assert net.apply(params, obs, taus).shape == (5, 7, 3)
+
+    def test_tau_averaged_head_equals_mean_over_taus(self):
+        # average_taus evaluates the head once on the mean tau feature; the head is affine, so
+        # this must equal the mean of the per-tau values (shared [1, T] or per-example taus).
+        from agents.iqn import ImplicitQuantileNetwork
+
+        net = ImplicitQuantileNetwork((16, 8), num_actions=3, embedding_dim=4)
+        obs = jax.random.normal(jax.random.PRNGKey(1), (5, 4))
+        params = net.init(jax.random.PRNGKey(0), obs, jnp.full((5, 7), 0.5))
+        for taus in (
+            jnp.linspace(0.05, 0.95, 7)[None],
+            jax.random.uniform(jax.random.PRNGKey(2), (5, 7)),
+        ):
+            per_tau = net.apply(params, obs, taus)
+            np.testing.assert_allclose(
+                net.apply(params, obs, taus, True), per_tau.mean(axis=1), rtol=1e-5, atol=1e-6
+            )
 
     def test_quantile_huber_loss_hand_computed(self):
         from agents.iqn import iqn_loss
