@@ -51,19 +51,27 @@ def cosine_embedding(taus: jnp.ndarray, embedding_dim: int) -> jnp.ndarray:
 
 
 class ImplicitQuantileNetwork(nn.Module):
-    """(obs [B, ...], taus [B, T]) -> quantile values [B, T, A]."""
+    """(obs [B, ...], taus [B, T] or [1, T]) -> quantile values [B, T, A].
+
+    With average_taus=True it returns the mean over the T taus, [B, A], computed from the mean
+    tau feature: the head is affine, so mean_t head(f * e_t) = head(f * mean_t e_t). Ranking
+    actions by the mean over K taus then costs one head evaluation per observation, not K.
+    """
 
     hidden_sizes: tuple[int, ...]
     num_actions: int
     embedding_dim: int
 
     @nn.compact
-    def __call__(self, obs, taus):
+    def __call__(self, obs, taus, average_taus: bool = False):
         features = MLP(self.hidden_sizes)(obs)  # [B, d]
         tau_features = nn.relu(
             nn.Dense(features.shape[-1])(cosine_embedding(taus, self.embedding_dim))
-        )  # [B, T, d]
-        return nn.Dense(self.num_actions)(features[:, None, :] * tau_features)
+        )  # [B or 1, T, d]
+        head = nn.Dense(self.num_actions)
+        if average_taus:
+            return head(features * jnp.mean(tau_features, axis=-2))
+        return head(features[:, None, :] * tau_features)
 
 
 def iqn_loss(config: Config, z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_selector):
@@ -92,12 +100,9 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return ImplicitQuantileNetwork(config.hidden_sizes, num_actions, config.embedding_dim)
 
-    def at_taus(net, params, obs, taus):
-        return net.apply(params, obs, jnp.broadcast_to(taus, (obs.shape[0], taus.shape[-1])))
-
     def greedy_values(net, params, obs, key):
         # The mean over K taus; an even grid is a lower-variance stand-in for K uniform draws.
-        return jnp.mean(at_taus(net, params, obs, greedy_taus), axis=1)
+        return net.apply(params, obs, greedy_taus[None], True)
 
     def loss(net, params, target_params, batch, key):
         online_key, target_key = jax.random.split(key)
@@ -112,7 +117,7 @@ def make(config: Config) -> Agent:
         )
 
     def distribution(net, params, obs):
-        values = at_taus(net, params, obs, distribution_taus)  # [B, T, A]
+        values = net.apply(params, obs, distribution_taus[None])  # [B, T, A]
         return equal_weight_atoms(jnp.swapaxes(values, 1, 2))
 
     def init_inputs(obs, key):
