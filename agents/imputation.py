@@ -155,8 +155,11 @@ def impute_samples(
     expectiles = jax.lax.stop_gradient(
         expectiles.astype(jnp.promote_types(expectiles.dtype, jnp.float32))
     )
-    taus = jnp.broadcast_to(jnp.asarray(taus, expectiles.dtype), expectiles.shape)
-    taus = jax.lax.stop_gradient(taus)
+    shared_taus = jnp.ndim(taus) == 1
+    taus = jax.lax.stop_gradient(jnp.asarray(taus, expectiles.dtype))
+    # With one set of levels for the whole batch the Gaussian start's basis is computed once.
+    shared_basis = _gaussian_basis(taus, num_samples or taus.shape[-1]) if shared_taus else None
+    taus = jnp.broadcast_to(taus, expectiles.shape)
     batch_shape, num_levels = expectiles.shape[:-1], expectiles.shape[-1]
     num_samples = num_levels if num_samples is None else num_samples
     if init not in INITS:
@@ -178,7 +181,8 @@ def impute_samples(
 
     def impute_one(e, t, lo, hi, start_key):
         if init == "gaussian":
-            x0 = _gaussian_quantiles(e, t, num_samples)
+            basis = shared_basis if shared_taus else _gaussian_basis(t, num_samples)
+            x0 = _gaussian_quantiles(e, *basis)
         else:
             x0 = _max_entropy_quantiles(e, t, lo, hi, num_samples, num_grid, num_iterations)
         best = _gauss_newton(x0, e, t, lo, hi, num_iterations)
@@ -228,17 +232,23 @@ def _solve_positive_definite(matrix, vector):
     return solution
 
 
-def _gaussian_quantiles(e, taus, num_samples):
-    """Cheap stage 1 for one distribution: e, taus [K]; returns [M] quantiles of a Gaussian fit.
+def _gaussian_basis(taus, num_samples):
+    """The standard normal's quantiles z [M] at (i - 1/2)/M and their sample expectiles c [K]
+    at levels taus [K]: what `_gaussian_quantiles` fits, independent of the expectiles."""
+    levels = (jnp.arange(num_samples, dtype=taus.dtype) + 0.5) / num_samples
+    z = jax.scipy.stats.norm.ppf(levels)
+    return z, expectiles_of(z, jnp.ones_like(z), taus)
+
+
+def _gaussian_quantiles(e, z, c):
+    """Cheap stage 1 for one distribution: e [K]; returns [M] quantiles of a Gaussian fit.
 
     Expectiles and quantiles are location-scale equivariant, so the standard normal's
-    quantiles z [M] and their sample expectiles c [K] give the expectiles a + b c of the samples
-    a + b z; (a, b) is the least-squares fit of e, with b >= 0 since a scale cannot be negative
-    (inconsistently ordered expectiles then start from a point mass at their mean).
+    quantiles z [M] and their sample expectiles c [K] (`_gaussian_basis`) give the expectiles
+    a + b c of the samples a + b z; (a, b) is the least-squares fit of e, with b >= 0 since a
+    scale cannot be negative (inconsistently ordered expectiles then start from a point mass at
+    their mean).
     """
-    levels = (jnp.arange(num_samples, dtype=e.dtype) + 0.5) / num_samples
-    z = jax.scipy.stats.norm.ppf(levels)
-    c = expectiles_of(z, jnp.ones_like(z), taus)
     c_centred, e_centred = c - jnp.mean(c), e - jnp.mean(e)
     # K = 1 (or all c equal) has no scale information: the tiny floor then gives b = 0.
     scale = jnp.maximum(e_centred @ c_centred, 0.0) / jnp.maximum(
