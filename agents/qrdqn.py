@@ -20,22 +20,37 @@ from agents.common import (
     midpoint_taus,
     online_target_loss,
 )
+from agents.quantile_huber import quantile_huber_loss
+
+LOSSES = ("sorted", "rlax")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(ValueConfig):
     num_quantiles: int = 51  # K quantiles per action
     huber_kappa: float = 1.0  # Huber threshold of the quantile loss; 0 gives the plain QR loss
+    # "sorted": our O(K log K) form of the same loss (agents/quantile_huber.py, about 4x faster
+    # with its gradient at K = 51 on CPU); "rlax": rlax.quantile_q_learning's K x K pairwise form.
+    # Equal values and gradients (tests/test_quantile_huber.py).
+    loss: str = "sorted"
 
     def validate(self) -> None:
         super().validate()
         require(self.num_quantiles >= 1, f"num_quantiles={self.num_quantiles} must be >= 1")
         require(self.huber_kappa >= 0, f"huber_kappa={self.huber_kappa} must be >= 0")
+        require(self.loss in LOSSES, f"loss={self.loss!r} must be one of {LOSSES}")
 
 
 def quantile_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.ndarray:
     """Mean over the batch of rlax.quantile_q_learning; quantiles [B, A, K], others [B]."""
     taus = midpoint_taus(config.num_quantiles)
+    discount_t = config.gamma * discount_t
+    if config.loss == "sorted":
+        a_t = jnp.argmax(jnp.mean(q_t, axis=-1), axis=-1)
+        next_quantiles = jnp.take_along_axis(q_t, a_t[:, None, None], axis=1)[:, 0]  # [B, K]
+        target = r_t[:, None] + discount_t[:, None] * next_quantiles
+        chosen = jnp.take_along_axis(q_tm1, a_tm1[:, None, None], axis=1)[:, 0]
+        return jnp.mean(quantile_huber_loss(chosen, taus, target, config.huber_kappa))
 
     def per_example(q_tm1, a_tm1, r_t, discount_t, q_t):
         # rlax wants quantiles first: [K, A]. Target action: greedy on the target's mean.
@@ -43,7 +58,7 @@ def quantile_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.nda
             q_tm1.T, taus, a_tm1, r_t, discount_t, q_t.T, q_t.T, config.huber_kappa
         )
 
-    return jnp.mean(jax.vmap(per_example)(q_tm1, a_tm1, r_t, config.gamma * discount_t, q_t))
+    return jnp.mean(jax.vmap(per_example)(q_tm1, a_tm1, r_t, discount_t, q_t))
 
 
 def make(config: Config) -> Agent:
