@@ -9,7 +9,6 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import rlax
 
 from agents.base import Agent, require
 from agents.common import (
@@ -20,6 +19,7 @@ from agents.common import (
     make_value_agent,
     midpoint_taus,
 )
+from agents.quantile_huber import quantile_huber_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,16 +81,14 @@ def iqn_loss(config: Config, z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_s
     taus; q_t_selector [B, A] the values that pick the greedy next action.
     """
 
-    def per_example(z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_selector):
-        a_t = jnp.argmax(q_t_selector)
-        target = jax.lax.stop_gradient(r_t + discount_t * z_t[:, a_t])
-        return rlax.quantile_regression_loss(z_tm1[:, a_tm1], taus_tm1, target, config.huber_kappa)
-
-    return jnp.mean(
-        jax.vmap(per_example)(
-            z_tm1, taus_tm1, a_tm1, r_t, config.gamma * discount_t, z_t, q_t_selector
-        )
-    )
+    a_t = jnp.argmax(q_t_selector, axis=-1)
+    target = (
+        r_t[:, None]
+        + (config.gamma * discount_t)[:, None]
+        * jnp.take_along_axis(z_t, a_t[:, None, None], axis=2)[..., 0]
+    )  # [B, N']
+    chosen = jnp.take_along_axis(z_tm1, a_tm1[:, None, None], axis=2)[..., 0]  # [B, N]
+    return jnp.mean(quantile_huber_loss(chosen, taus_tm1, target, config.huber_kappa))
 
 
 def make(config: Config) -> Agent:
