@@ -12,7 +12,14 @@ import jax.numpy as jnp
 import rlax
 
 from agents.base import Agent, Atoms, require
-from agents.common import Algorithm, AtomsNetwork, ValueConfig, make_value_agent, online_target_loss
+from agents.common import (
+    Algorithm,
+    AtomsNetwork,
+    ValueConfig,
+    at_actions,
+    make_value_agent,
+    online_target_loss,
+)
 
 PROJECTIONS = ("scatter", "rlax")
 
@@ -77,7 +84,7 @@ def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_
         return jnp.mean(per_example(support, logits_tm1, a_tm1, r_t, discount_t, support, logits_t))
     probs_t = jax.nn.softmax(logits_t, axis=-1)  # [B, A, K]
     a_t = jnp.argmax(jnp.sum(probs_t * support, axis=-1), axis=-1)
-    probs_next = jnp.take_along_axis(probs_t, a_t[:, None, None], axis=1)[:, 0]
+    probs_next = at_actions(probs_t, a_t)
     target = project_onto_support(
         r_t[:, None] + discount_t[:, None] * support,
         probs_next,
@@ -85,7 +92,7 @@ def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_
         config.v_max,
         config.num_atoms,
     )
-    logits_taken = jnp.take_along_axis(logits_tm1, a_tm1[:, None, None], axis=1)[:, 0]
+    logits_taken = at_actions(logits_tm1, a_tm1)
     cross_entropy = jax.vmap(rlax.categorical_cross_entropy)
     return jnp.mean(cross_entropy(jax.lax.stop_gradient(target), logits_taken))
 

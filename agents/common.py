@@ -290,6 +290,13 @@ def midpoint_taus(num: int) -> jnp.ndarray:
     return (2.0 * jnp.arange(1, num + 1) - 1.0) / (2.0 * num)
 
 
+def at_actions(values: jnp.ndarray, actions: jnp.ndarray, axis: int = 1) -> jnp.ndarray:
+    """Each example's slice at its action: values [B, ..., A (at `axis`), ...], actions [B] ->
+    values with the action axis removed."""
+    index = jnp.expand_dims(actions, tuple(range(1, values.ndim)))
+    return jnp.squeeze(jnp.take_along_axis(values, index, axis=axis), axis=axis)
+
+
 def equal_weight_atoms(values: jnp.ndarray) -> Atoms:
     """Atoms at `values` [..., K], each with probability 1/K (quantiles, imputed samples)."""
     return Atoms(values, jnp.full_like(values, 1.0 / values.shape[-1]))

@@ -155,13 +155,13 @@ def impute_samples(
     expectiles = jax.lax.stop_gradient(
         expectiles.astype(jnp.promote_types(expectiles.dtype, jnp.float32))
     )
+    batch_shape, num_levels = expectiles.shape[:-1], expectiles.shape[-1]
+    num_samples = num_levels if num_samples is None else num_samples
     shared_taus = jnp.ndim(taus) == 1
     taus = jax.lax.stop_gradient(jnp.asarray(taus, expectiles.dtype))
     # With one set of levels for the whole batch the Gaussian start's basis is computed once.
-    shared_basis = _gaussian_basis(taus, num_samples or taus.shape[-1]) if shared_taus else None
+    shared_basis = _gaussian_basis(taus, num_samples) if shared_taus else None
     taus = jnp.broadcast_to(taus, expectiles.shape)
-    batch_shape, num_levels = expectiles.shape[:-1], expectiles.shape[-1]
-    num_samples = num_levels if num_samples is None else num_samples
     if init not in INITS:
         raise ValueError(f"init={init!r} must be one of {INITS}")
     if num_starts > 1 and key is None:

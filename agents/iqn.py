@@ -15,6 +15,7 @@ from agents.common import (
     MLP,
     Algorithm,
     ValueConfig,
+    at_actions,
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
@@ -82,12 +83,10 @@ def iqn_loss(config: Config, z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_s
     """
 
     a_t = jnp.argmax(q_t_selector, axis=-1)
-    target = (
-        r_t[:, None]
-        + (config.gamma * discount_t)[:, None]
-        * jnp.take_along_axis(z_t, a_t[:, None, None], axis=2)[..., 0]
+    target = r_t[:, None] + (config.gamma * discount_t)[:, None] * at_actions(
+        z_t, a_t, axis=2
     )  # [B, N']
-    chosen = jnp.take_along_axis(z_tm1, a_tm1[:, None, None], axis=2)[..., 0]  # [B, N]
+    chosen = at_actions(z_tm1, a_tm1, axis=2)  # [B, N]
     return jnp.mean(quantile_huber_loss(chosen, taus_tm1, target, config.huber_kappa))
 
 

@@ -15,6 +15,7 @@ from agents.common import (
     Algorithm,
     AtomsNetwork,
     ValueConfig,
+    at_actions,
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
@@ -48,9 +49,9 @@ def quantile_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.nda
     discount_t = config.gamma * discount_t
     if config.loss == "fast":
         a_t = jnp.argmax(jnp.mean(q_t, axis=-1), axis=-1)
-        next_quantiles = jnp.take_along_axis(q_t, a_t[:, None, None], axis=1)[:, 0]  # [B, K]
+        next_quantiles = at_actions(q_t, a_t)  # [B, K]
         target = r_t[:, None] + discount_t[:, None] * next_quantiles
-        chosen = jnp.take_along_axis(q_tm1, a_tm1[:, None, None], axis=1)[:, 0]
+        chosen = at_actions(q_tm1, a_tm1)
         return jnp.mean(quantile_huber_loss(chosen, taus, target, config.huber_kappa))
 
     def per_example(q_tm1, a_tm1, r_t, discount_t, q_t):

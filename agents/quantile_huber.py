@@ -205,8 +205,13 @@ def _loss_bwd(kappa, method, gradient, cotangent):
 _loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-def _quantile_huber_loss(src, taus, target, kappa: float, method: str = "auto") -> jnp.ndarray:
-    """quantile_huber_loss with the form chosen: "pairwise", "sorted" or "auto" (by cost)."""
+def quantile_huber_loss(src, taus, target, kappa: float, method: str = "auto") -> jnp.ndarray:
+    """src [..., K], taus [K] or [..., K], target [..., M] -> [...] per-example loss equal to
+    rlax.quantile_regression_loss(src, taus, target, kappa) (sum over src, mean over target).
+
+    Leading dims broadcast (vmap works too). Only src gets a gradient: targets and taus get
+    zeros. kappa is a static Python float >= 0 (0: the plain quantile regression loss). method
+    picks the form: "pairwise", "sorted" or "auto" (by the cost model in `_prefers_sorted`)."""
     if kappa < 0:
         raise ValueError(f"kappa={kappa} must be >= 0")
     if method not in METHODS:
@@ -220,12 +225,3 @@ def _quantile_huber_loss(src, taus, target, kappa: float, method: str = "auto") 
     if method == "auto":
         method = "sorted" if _prefers_sorted(src.shape[-1], target.shape[-1]) else "pairwise"
     return _loss(src, taus, target, float(kappa), method)
-
-
-def quantile_huber_loss(src, taus, target, kappa: float) -> jnp.ndarray:
-    """src [..., K], taus [K] or [..., K], target [..., M] -> [...] per-example loss equal to
-    rlax.quantile_regression_loss(src, taus, target, kappa) (sum over src, mean over target).
-
-    Leading dims broadcast (vmap works too). Only src gets a gradient: targets and taus get
-    zeros. kappa is a static Python float >= 0 (0: the plain quantile regression loss)."""
-    return _quantile_huber_loss(src, taus, target, kappa)

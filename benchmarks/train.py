@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from agents.base import Agent, ConfigError, EnvSpec, Transition, require
+from agents.common import at_actions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,9 +179,8 @@ def make_train(agent: Agent, env, env_params, config: TrainConfig) -> Trainer:
         start_dist = agent.distribution(state, obs)  # [E, A, n]
         first_key, key = jax.random.split(key)
         first_action = agent.act(state, obs, first_key, jnp.asarray(0), False)
-        pick = jax.vmap(lambda x, a: x[a])
-        start_locs = pick(start_dist.locs, first_action)
-        start_probs = pick(start_dist.probs, first_action)
+        start_locs = at_actions(start_dist.locs, first_action)
+        start_probs = at_actions(start_dist.probs, first_action)
 
         def cond(carry):
             t, _, _, _, _, _, alive, _, _ = carry

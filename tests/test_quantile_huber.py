@@ -13,7 +13,6 @@ from agents.qrdqn import quantile_loss
 from agents.quantile_huber import (
     _bitonic_sort,
     _prefers_sorted,
-    _quantile_huber_loss,
     quantile_huber_loss,
 )
 
@@ -47,7 +46,7 @@ def value_and_grads(fn, src, taus, target, kappa):
 def all_value_and_grads(src, taus, target, kappa):
     """value_and_grads of rlax and of each form, in one compilation (the tests' main cost)."""
     fns = {"rlax": rlax_loss}
-    fns.update({form: functools.partial(_quantile_huber_loss, method=form) for form in FORMS})
+    fns.update({form: functools.partial(quantile_huber_loss, method=form) for form in FORMS})
     return {name: value_and_grads(fn, src, taus, target, kappa) for name, fn in fns.items()}
 
 
@@ -159,7 +158,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="kappa=-1"):
         quantile_huber_loss(jnp.zeros(2), jnp.array([0.25, 0.75]), jnp.zeros(3), -1.0)
     with pytest.raises(ValueError, match="method"):
-        _quantile_huber_loss(jnp.zeros(2), jnp.array([0.25, 0.75]), jnp.zeros(3), 1.0, "bogus")
+        quantile_huber_loss(jnp.zeros(2), jnp.array([0.25, 0.75]), jnp.zeros(3), 1.0, "bogus")
 
 
 @pytest.mark.parametrize("kappa", [0.0, 1.0])
