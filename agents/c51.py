@@ -53,21 +53,54 @@ def project_onto_support(locs, probs, v_min: float, v_max: float, num_atoms: int
     linspace(v_min, v_max, num_atoms): each atom, clipped to the support, splits its mass between
     its two neighbouring support points in proportion to closeness (Bellemare et al. 2017, Alg. 1).
 
-    Equal to rlax.categorical_l2_project on that support, but a scatter-add of 2N weights per
-    example instead of rlax's dense [N, K] comparison.
+    Equal to rlax.categorical_l2_project on that support, but one scatter-add per example instead
+    of rlax's dense [N, K] comparison: an atom at position l + f (l = floor, in support steps)
+    adds (p, p f) at l; the projection is then P - F + F shifted up one support point, i.e.
+    p (1 - f) at l and p f at l + 1.
     """
     spacing = (v_max - v_min) / (num_atoms - 1)
     position = (jnp.clip(locs, v_min, v_max) - v_min) / spacing  # in [0, K-1]
     lower = jnp.floor(position)
     frac = position - lower
-    lower = lower.astype(jnp.int32)
-    upper = jnp.minimum(lower + 1, num_atoms - 1)
     batch_shape = locs.shape[:-1]
-    rows = jnp.arange(math.prod(batch_shape)).reshape(*batch_shape, 1) * num_atoms
-    flat = jnp.zeros(math.prod(batch_shape) * num_atoms, probs.dtype)
-    flat = flat.at[(rows + lower).ravel()].add((probs * (1.0 - frac)).ravel())
-    flat = flat.at[(rows + upper).ravel()].add((probs * frac).ravel())
-    return flat.reshape(*batch_shape, num_atoms)
+    num_rows = math.prod(batch_shape)
+    rows = jnp.arange(num_rows).reshape(*batch_shape, 1) * num_atoms
+    updates = jnp.stack([probs, probs * frac], axis=-1).reshape(-1, 2)
+    sums = jnp.zeros((num_rows * num_atoms, 2), probs.dtype)
+    sums = sums.at[(rows + lower.astype(jnp.int32)).ravel()].add(updates)
+    sums = sums.reshape(*batch_shape, num_atoms, 2)
+    mass, upper_share = sums[..., 0], sums[..., 1]
+    # An atom exactly at v_max has f = 0, so dropping the last point's upward share is exact.
+    shifted = jnp.concatenate([jnp.zeros_like(upper_share[..., :1]), upper_share[..., :-1]], -1)
+    return mass - upper_share + shifted
+
+
+@jax.custom_vjp
+def taken_cross_entropy(logits, actions, target):
+    """Per example, the cross-entropy of target [B, K] (held fixed) against softmax of the taken
+    action's logits: logits [B, A, K], actions [B] -> [B].
+
+    Equal to rlax.categorical_cross_entropy(target, logits[b, actions[b]]); written out with its
+    gradient (softmax - target, placed at the taken action) so that one exp serves the loss and
+    its gradient and no scatter undoes the action slice.
+    """
+    return _taken_cross_entropy_fwd(logits, actions, target)[0]
+
+
+def _taken_cross_entropy_fwd(logits, actions, target):
+    taken = at_actions(logits, actions)
+    log_probs = jax.nn.log_softmax(taken, axis=-1)
+    return -jnp.sum(target * log_probs, axis=-1), (log_probs, actions, target, logits.shape[1])
+
+
+def _taken_cross_entropy_bwd(residuals, g):
+    log_probs, actions, target, num_actions = residuals
+    grad_taken = g[:, None] * (jnp.exp(log_probs) * jnp.sum(target, -1, keepdims=True) - target)
+    onehot = jax.nn.one_hot(actions, num_actions, dtype=grad_taken.dtype)
+    return onehot[:, :, None] * grad_taken[:, None, :], None, None
+
+
+taken_cross_entropy.defvjp(_taken_cross_entropy_fwd, _taken_cross_entropy_bwd)
 
 
 def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_t):
@@ -82,9 +115,11 @@ def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_
     if config.projection == "rlax":
         per_example = jax.vmap(rlax.categorical_q_learning, in_axes=(None, 0, 0, 0, 0, None, 0))
         return jnp.mean(per_example(support, logits_tm1, a_tm1, r_t, discount_t, support, logits_t))
-    probs_t = jax.nn.softmax(logits_t, axis=-1)  # [B, A, K]
-    a_t = jnp.argmax(jnp.sum(probs_t * support, axis=-1), axis=-1)
-    probs_next = at_actions(probs_t, a_t)
+    # Softmax normalised only at the greedy action: means from unnormalised weights.
+    weights_t = jnp.exp(logits_t - jnp.max(logits_t, axis=-1, keepdims=True))  # [B, A, K]
+    totals_t = jnp.sum(weights_t, axis=-1)
+    a_t = jnp.argmax(jnp.sum(weights_t * support, axis=-1) / totals_t, axis=-1)
+    probs_next = at_actions(weights_t, a_t) / at_actions(totals_t, a_t)[:, None]
     target = project_onto_support(
         r_t[:, None] + discount_t[:, None] * support,
         probs_next,
@@ -92,9 +127,7 @@ def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_
         config.v_max,
         config.num_atoms,
     )
-    logits_taken = at_actions(logits_tm1, a_tm1)
-    cross_entropy = jax.vmap(rlax.categorical_cross_entropy)
-    return jnp.mean(cross_entropy(jax.lax.stop_gradient(target), logits_taken))
+    return jnp.mean(taken_cross_entropy(logits_tm1, a_tm1, jax.lax.stop_gradient(target)))
 
 
 def make(config: Config) -> Agent:
