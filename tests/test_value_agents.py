@@ -9,7 +9,14 @@ import rlax
 import agents
 from agents import c51, dqn
 from agents.base import ConfigError, EnvSpec, Transition
-from agents.common import crossings, linear_epsilon, replay_add, replay_init, replay_sample
+from agents.common import (
+    at_actions,
+    crossings,
+    linear_epsilon,
+    replay_add,
+    replay_init,
+    replay_sample,
+)
 
 SPEC = EnvSpec(observation_shape=(4,), num_actions=2)
 
@@ -120,6 +127,35 @@ def test_taken_cross_entropy_equals_rlax_in_value_and_gradient_under_vmap():
             rtol=1e-5,
             atol=1e-6,
         )
+
+
+@pytest.mark.parametrize("shape, axis", [((6, 3, 5), 1), ((6, 4, 3), 2), ((6, 3), 1)])
+def test_at_actions_gradient_is_the_gathers_gradient(shape, axis):
+    # The one-hot gradient of at_actions against autodiff through take_along_axis, also with a
+    # vmapped seed axis in front as in training.
+    values = jax.random.normal(jax.random.PRNGKey(6), (2, *shape))
+    actions = jax.random.randint(jax.random.PRNGKey(7), (2, shape[0]), 0, shape[axis])
+
+    def reference(v, a):
+        index = jnp.expand_dims(a, tuple(range(1, v.ndim)))
+        return jnp.squeeze(jnp.take_along_axis(v, index, axis=axis), axis=axis)
+
+    def weighted(select):
+        def total(v, a):
+            picked = select(v, a)
+            return jnp.sum(
+                jnp.cos(picked) * jnp.arange(1.0, picked.size + 1.0).reshape(picked.shape)
+            )
+
+        return total
+
+    ours = jax.vmap(jax.grad(weighted(lambda v, a: at_actions(v, a, axis))))(values, actions)
+    theirs = jax.vmap(jax.grad(weighted(reference)))(values, actions)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    np.testing.assert_array_equal(
+        jax.vmap(lambda v, a: at_actions(v, a, axis))(values, actions),
+        jax.vmap(reference)(values, actions),
+    )
 
 
 # The replay agents; the tabular population model has its own contract test.
