@@ -75,32 +75,35 @@ def project_onto_support(locs, probs, v_min: float, v_max: float, num_atoms: int
     return mass - upper_share + shifted
 
 
-@jax.custom_vjp
 def taken_cross_entropy(logits, actions, target):
     """Per example, the cross-entropy of target [B, K] (held fixed) against softmax of the taken
     action's logits: logits [B, A, K], actions [B] -> [B].
 
     Equal to rlax.categorical_cross_entropy(target, logits[b, actions[b]]); written out with its
-    gradient (softmax - target, placed at the taken action) so that one exp serves the loss and
-    its gradient and no scatter undoes the action slice.
+    gradient (softmax - target) so that one exp serves the loss and its gradient; `at_actions`
+    places that gradient at the taken action.
     """
-    return _taken_cross_entropy_fwd(logits, actions, target)[0]
+    return _cross_entropy(at_actions(logits, actions), target)
 
 
-def _taken_cross_entropy_fwd(logits, actions, target):
-    taken = at_actions(logits, actions)
-    log_probs = jax.nn.log_softmax(taken, axis=-1)
-    return -jnp.sum(target * log_probs, axis=-1), (log_probs, actions, target, logits.shape[1])
+@jax.custom_vjp
+def _cross_entropy(logits, target):
+    """-sum(target * log_softmax(logits)) over the last axis; gradient only to logits."""
+    return _cross_entropy_fwd(logits, target)[0]
 
 
-def _taken_cross_entropy_bwd(residuals, g):
-    log_probs, actions, target, num_actions = residuals
-    grad_taken = g[:, None] * (jnp.exp(log_probs) * jnp.sum(target, -1, keepdims=True) - target)
-    onehot = jax.nn.one_hot(actions, num_actions, dtype=grad_taken.dtype)
-    return onehot[:, :, None] * grad_taken[:, None, :], None, None
+def _cross_entropy_fwd(logits, target):
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(target * log_probs, axis=-1), (log_probs, target)
 
 
-taken_cross_entropy.defvjp(_taken_cross_entropy_fwd, _taken_cross_entropy_bwd)
+def _cross_entropy_bwd(residuals, g):
+    log_probs, target = residuals
+    total = jnp.sum(target, axis=-1, keepdims=True)
+    return g[..., None] * (jnp.exp(log_probs) * total - target), None
+
+
+_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_t):
