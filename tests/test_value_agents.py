@@ -280,6 +280,22 @@ class TestIQNEmbedding:
         assert emb.shape == (1, 2, 3)
         np.testing.assert_allclose(emb[0, 1], [1.0, np.cos(np.pi / 2), np.cos(np.pi)], atol=1e-6)
 
+    def test_cosine_embedding_matches_float64_cosine_everywhere(self):
+        # The range-reduced polynomial against numpy's float64 cos over the whole tau range at
+        # the default 64 features (arguments up to 63 pi), including the fold points.
+        from agents.iqn import cosine_embedding
+
+        taus = np.concatenate([np.linspace(0.0, 1.0, 4001), [1 / 3, 0.25, 0.75, 1 - 1e-7]])
+        taus = taus.astype(np.float32)
+        expected = np.cos(np.pi * np.arange(64) * taus.astype(np.float64)[:, None])
+        emb = np.asarray(jax.jit(cosine_embedding, static_argnums=1)(jnp.asarray(taus), 64))
+        assert emb.shape == (taus.size, 64)
+        error = np.abs(emb - expected).max()
+        # float32 rounding of the argument alone allows ~1e-5 at 63 pi; jnp.cos does worse.
+        plain = jnp.cos(jnp.pi * jnp.arange(64) * jnp.asarray(taus)[:, None])  # float32
+        jnp_error = np.abs(np.asarray(plain) - expected).max()
+        assert error < 1e-5 and error <= jnp_error, (error, jnp_error)
+
     def test_network_output_shape_per_tau_and_action(self):
         from agents.iqn import ImplicitQuantileNetwork
 
