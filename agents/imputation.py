@@ -211,25 +211,38 @@ def _weights_and_offsets(samples, expectiles, taus):
 def _solve_positive_definite(matrix, vector):
     """matrix^-1 vector for a symmetric positive definite [K, K] matrix, by Cholesky.
 
-    Written out column by column (K is static and small) rather than calling LAPACK: under vmap
-    the LAPACK call runs one tiny matrix at a time, while these element-wise ops run on the
-    whole batch at once (EDRL train time 20 s -> 16 s in one noisy CPU measurement).
+    Written out entry by entry as scalars (K is static and small): under vmap every entry is
+    one [batch] vector and the whole solve is a few fused element-wise loops. LAPACK under vmap
+    runs one tiny matrix at a time, and a column-by-column factor updated with `.at[].set`
+    copies the [batch, K, K] array at every step. At K = 11 on a batch of 8,192 (CPU): 1.2 ms
+    here, 5.0 ms batched LAPACK cho_solve, 8.2 ms the column version, 8.4 ms jnp.linalg.solve.
     """
     size = matrix.shape[-1]
-    factor = jnp.zeros_like(matrix)  # lower triangular, matrix = factor @ factor.T
+    factor = [[None] * size for _ in range(size)]  # lower triangle: matrix = L L^T
     for j in range(size):
-        pivot = jnp.sqrt(matrix[j, j] - factor[j, :j] @ factor[j, :j])
-        column = (matrix[j + 1 :, j] - factor[j + 1 :, :j] @ factor[j, :j]) / pivot
-        factor = factor.at[j, j].set(pivot).at[j + 1 :, j].set(column)
-    forward = jnp.zeros_like(vector)
+        pivot = matrix[j, j]
+        for k in range(j):
+            pivot = pivot - factor[j][k] * factor[j][k]
+        factor[j][j] = jnp.sqrt(pivot)
+        inverse = 1.0 / factor[j][j]
+        for i in range(j + 1, size):
+            entry = matrix[i, j]
+            for k in range(j):
+                entry = entry - factor[i][k] * factor[j][k]
+            factor[i][j] = entry * inverse
+    forward = [None] * size  # L y = vector
     for i in range(size):
-        forward = forward.at[i].set((vector[i] - factor[i, :i] @ forward[:i]) / factor[i, i])
-    solution = jnp.zeros_like(vector)
+        entry = vector[i]
+        for k in range(i):
+            entry = entry - factor[i][k] * forward[k]
+        forward[i] = entry / factor[i][i]
+    solution = [None] * size  # L^T x = y
     for i in reversed(range(size)):
-        solution = solution.at[i].set(
-            (forward[i] - factor[i + 1 :, i] @ solution[i + 1 :]) / factor[i, i]
-        )
-    return solution
+        entry = forward[i]
+        for k in range(i + 1, size):
+            entry = entry - factor[k][i] * solution[k]
+        solution[i] = entry / factor[i][i]
+    return jnp.stack(solution)
 
 
 def _gaussian_basis(taus, num_samples):
