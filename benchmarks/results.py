@@ -122,6 +122,7 @@ def metadata() -> dict[str, Any]:
         "process_count": jax.process_count(),
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

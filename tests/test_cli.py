@@ -108,3 +108,29 @@ def test_train_prints_table_and_writes_json_with_per_seed_values(tmp_path, capsy
     for key in ("schema_version", "commit", "versions", "device_kind", "device_count"):
         assert key in meta
     assert meta["versions"]["jax"]
+
+
+def test_xla_flags_added_only_where_unset_and_known(monkeypatch):
+    from benchmarks import cli
+
+    assert cli._jaxlib_knows("xla_force_host_platform_device_count")
+    assert not cli._jaxlib_knows("xla_flag_that_no_jaxlib_defines_" + "x" * 8)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    monkeypatch.setenv("DISTBENCH_CPU_DEVICES", "5")
+    monkeypatch.setattr(cli, "_jaxlib_knows", lambda flag: True)
+    cli._set_xla_flags()
+    assert cli.os.environ["XLA_FLAGS"].split() == [
+        "--xla_force_host_platform_device_count=3",
+        "--xla_cpu_experimental_ynn_fusion_type=-reduce",
+    ]
+    # A user's own setting wins; an XLA without the flag never sees it (it would abort).
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=+reduce")
+    cli._set_xla_flags()
+    assert cli.os.environ["XLA_FLAGS"].split() == [
+        "--xla_cpu_experimental_ynn_fusion_type=+reduce",
+        "--xla_force_host_platform_device_count=5",
+    ]
+    monkeypatch.setattr(cli, "_jaxlib_knows", lambda flag: False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    cli._set_xla_flags()
+    assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
