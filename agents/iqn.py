@@ -16,7 +16,6 @@ from agents.common import (
     MLP,
     Algorithm,
     ValueConfig,
-    at_actions,
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
@@ -75,9 +74,15 @@ def cosine_embedding(taus: jnp.ndarray, embedding_dim: int) -> jnp.ndarray:
 class ImplicitQuantileNetwork(nn.Module):
     """(obs [B, ...], taus [B, T] or [1, T]) -> quantile values [B, T, A].
 
-    With average_taus=True it returns the mean over the T taus, [B, A], computed from the mean
-    tau feature: the head is affine, so mean_t head(f * e_t) = head(f * mean_t e_t). Ranking
-    actions by the mean over K taus then costs one head evaluation per observation, not K.
+    Three cheaper forms for what the agent needs (each tested equal to slicing the full one):
+    * average_taus=True: the mean over the T taus, [B, A], from the mean tau feature: the head
+      is affine, so mean_t head(f * e_t) = head(f * mean_t e_t). Ranking actions by the mean
+      over K taus then costs one head evaluation per observation, not K.
+    * actions [B]: the values at those actions only, [B, T]: sum_j e_tj (f_j w_ja) + b_a, one
+      fused multiply-and-sum over the [B, T, d] tau features instead of the head's matmul to A
+      outputs (and its gradient) followed by a slice.
+    * greedy_taus [1, K]: the values [B, T] at each observation's greedy action by the mean
+      over greedy_taus (as with average_taus), sharing one torso evaluation.
     """
 
     hidden_sizes: tuple[int, ...]
@@ -85,30 +90,40 @@ class ImplicitQuantileNetwork(nn.Module):
     embedding_dim: int
 
     @nn.compact
-    def __call__(self, obs, taus, average_taus: bool = False):
+    def __call__(self, obs, taus, average_taus: bool = False, actions=None, greedy_taus=None):
         features = MLP(self.hidden_sizes)(obs)  # [B, d]
-        tau_features = nn.relu(
-            nn.Dense(features.shape[-1])(cosine_embedding(taus, self.embedding_dim))
-        )  # [B or 1, T, d]
-        head = nn.Dense(self.num_actions)
+        width = features.shape[-1]
+        embedding = nn.Dense(width)
+        kernel = self.param(
+            "head_kernel", nn.initializers.lecun_normal(), (width, self.num_actions)
+        )
+        bias = self.param("head_bias", nn.initializers.zeros_init(), (self.num_actions,))
+
+        def tau_features(taus):  # [B or 1, T, d]
+            return nn.relu(embedding(cosine_embedding(taus, self.embedding_dim)))
+
+        def mean_values(taus):  # [B, A]
+            return (features * jnp.mean(tau_features(taus), axis=-2)) @ kernel + bias
+
         if average_taus:
-            return head(features * jnp.mean(tau_features, axis=-2))
-        return head(features[:, None, :] * tau_features)
+            return mean_values(taus)
+        if greedy_taus is not None:
+            actions = jnp.argmax(mean_values(greedy_taus), axis=-1)
+        if actions is None:
+            return (features[:, None, :] * tau_features(taus)) @ kernel + bias
+        onehot = jax.nn.one_hot(actions, self.num_actions, dtype=features.dtype)  # [B, A]
+        scaled = features * (onehot @ kernel.T)  # f_j w_ja, [B, d]
+        return jnp.sum(tau_features(taus) * scaled[:, None, :], axis=-1) + (onehot @ bias)[:, None]
 
 
-def iqn_loss(config: Config, z_tm1, taus_tm1, a_tm1, r_t, discount_t, z_t, q_t_selector):
+def iqn_loss(config: Config, z_tm1, taus_tm1, r_t, discount_t, z_t):
     """Quantile Huber loss, mean over the batch.
 
-    z_tm1 [B, N, A] online values at taus_tm1 [B, N]; z_t [B, N', A] target values at sampled
-    taus; q_t_selector [B, A] the values that pick the greedy next action.
+    z_tm1 [B, N] online values of the taken actions at taus_tm1 [B, N]; z_t [B, N'] target
+    values of the greedy next actions at sampled taus.
     """
-
-    a_t = jnp.argmax(q_t_selector, axis=-1)
-    target = r_t[:, None] + (config.gamma * discount_t)[:, None] * at_actions(
-        z_t, a_t, axis=2
-    )  # [B, N']
-    chosen = at_actions(z_tm1, a_tm1, axis=2)  # [B, N]
-    return jnp.mean(quantile_huber_loss(chosen, taus_tm1, target, config.huber_kappa))
+    target = r_t[:, None] + (config.gamma * discount_t)[:, None] * z_t  # [B, N']
+    return jnp.mean(quantile_huber_loss(z_tm1, taus_tm1, target, config.huber_kappa))
 
 
 def make(config: Config) -> Agent:
@@ -127,12 +142,10 @@ def make(config: Config) -> Agent:
         batch_size = batch.reward.shape[0]
         taus = jax.random.uniform(online_key, (batch_size, config.num_tau_samples))
         taus_prime = jax.random.uniform(target_key, (batch_size, config.num_tau_prime_samples))
-        z_tm1 = net.apply(params, batch.obs, taus)
-        z_t = net.apply(target_params, batch.next_obs, taus_prime)
-        q_t_selector = greedy_values(net, target_params, batch.next_obs, None)
-        return iqn_loss(
-            config, z_tm1, taus, batch.action, batch.reward, batch.discount, z_t, q_t_selector
-        )
+        z_tm1 = net.apply(params, batch.obs, taus, actions=batch.action)  # [B, N]
+        # Target: greedy next action by the mean over the K grid taus, valued at N' samples.
+        z_t = net.apply(target_params, batch.next_obs, taus_prime, greedy_taus=greedy_taus[None])
+        return iqn_loss(config, z_tm1, taus, batch.reward, batch.discount, z_t)
 
     def distribution(net, params, obs):
         values = net.apply(params, obs, distribution_taus[None])  # [B, T, A]

@@ -321,6 +321,45 @@ class TestIQNEmbedding:
                 net.apply(params, obs, taus, True), per_tau.mean(axis=1), rtol=1e-5, atol=1e-6
             )
 
+    def test_values_at_actions_equal_slices_of_the_full_output(self):
+        # The fused forms the loss uses: values at given actions, and at the greedy action by
+        # the mean over grid taus, equal slicing [B, T, A]; so do their parameter gradients.
+        from agents.iqn import ImplicitQuantileNetwork
+
+        net = ImplicitQuantileNetwork((16, 8), num_actions=3, embedding_dim=4)
+        obs = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
+        taus = jax.random.uniform(jax.random.PRNGKey(2), (6, 5))
+        actions = jnp.array([0, 2, 1, 1, 0, 2])
+        grid = jnp.linspace(0.05, 0.95, 7)[None]
+        params = net.init(jax.random.PRNGKey(0), obs, taus)
+        full = net.apply(params, obs, taus)  # [B, T, A]
+        sliced = jnp.take_along_axis(full, actions[:, None, None], axis=2)[..., 0]
+        fused = net.apply(params, obs, taus, actions=actions)
+        np.testing.assert_allclose(fused, sliced, rtol=1e-5, atol=1e-6)
+        greedy = jnp.argmax(net.apply(params, obs, grid, True), axis=-1)
+        assert len(set(greedy.tolist())) > 1  # the check below is not trivially one action
+        np.testing.assert_allclose(
+            net.apply(params, obs, taus, greedy_taus=grid),
+            jnp.take_along_axis(full, greedy[:, None, None], axis=2)[..., 0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+        def loss(p, fused):
+            if fused:
+                values = net.apply(p, obs, taus, actions=actions)
+            else:
+                values = jnp.take_along_axis(
+                    net.apply(p, obs, taus), actions[:, None, None], axis=2
+                )[..., 0]
+            return jnp.sum(jnp.sin(values))
+
+        for a, b in zip(
+            jax.tree.leaves(jax.grad(loss)(params, True)),
+            jax.tree.leaves(jax.grad(loss)(params, False)),
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
     def test_quantile_huber_loss_hand_computed(self):
         from agents.iqn import iqn_loss
 
@@ -330,13 +369,11 @@ class TestIQNEmbedding:
         config = agents.make_config("iqn", gamma=0.5, huber_kappa=1.0)
         loss = iqn_loss(
             config,
-            jnp.zeros((1, 1, 1)),
+            jnp.zeros((1, 1)),
             jnp.array([[0.25]]),
-            jnp.array([0]),
             jnp.array([0.0]),
             jnp.array([1.0]),
-            jnp.array([[[2.0], [-2.0]]]),
-            jnp.zeros((1, 1)),
+            jnp.array([[2.0, -2.0]]),
         )
         np.testing.assert_allclose(loss, 0.25, rtol=1e-6)
 
