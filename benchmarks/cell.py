@@ -222,6 +222,7 @@ def score(spec: CellSpec, results: SeedResults, *, base_seed: int = 0) -> dict[s
             * np.diff(results.eval_steps, prepend=0)
             / np.maximum(results.chunk_seconds, 1e-9),
             "compile_seconds": results.compile_seconds,
+            "compile_seconds_by_program": results.program_compile_seconds,
             "train_seconds": results.train_seconds,
             "eval_seconds": results.eval_seconds,
             "env_steps_per_seed": results.env_steps,

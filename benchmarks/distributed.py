@@ -72,11 +72,20 @@ def gather(local: SeedResults) -> SeedResults:
         .reshape(-1)
         .tolist()
     )
+    programs = sorted(local.program_compile_seconds)
     slowest = np.asarray(
         multihost_utils.process_allgather(
-            np.asarray([local.compile_seconds, local.eval_seconds, *local.chunk_seconds])
+            np.asarray(
+                [
+                    local.compile_seconds,
+                    local.eval_seconds,
+                    *(local.program_compile_seconds[name] for name in programs),
+                    *local.chunk_seconds,
+                ]
+            )
         )
     ).max(axis=0)
+    chunks = slowest[2 + len(programs) :]
     rows = {
         name: _allgather_rows(getattr(local, name), counts)
         for name in ("seed_ids", "eval_returns", "eval_discounted", "train_returns", "train_loss")
@@ -88,8 +97,11 @@ def gather(local: SeedResults) -> SeedResults:
         final=final,
         compile_seconds=float(slowest[0]),
         eval_seconds=float(slowest[1]),
-        chunk_seconds=slowest[2:],
-        train_seconds=float(np.sum(slowest[2:])),
+        program_compile_seconds={
+            name: float(value) for name, value in zip(programs, slowest[2 : 2 + len(programs)])
+        },
+        chunk_seconds=chunks,
+        train_seconds=float(np.sum(chunks)),
         num_devices=jax.device_count(),
         final_state=None,
     )

@@ -42,6 +42,9 @@ class SeedResults:
     env_steps: int  # per seed
     num_devices: int
     final_state: Any = None
+    # Compile time of each program (init, run_chunk, evaluate); compile_seconds is their sum
+    # plus running init once.
+    program_compile_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def steps_per_second(self) -> float:
@@ -86,8 +89,16 @@ def run_seeds(
     # call would see other shardings than it was compiled for.
     replicated = NamedSharding(sharding.mesh, PartitionSpec())
     compile_start = time.perf_counter()
+    program_compile_seconds = {}
+
+    def compile_timed(name, jitted, *args):
+        start = time.perf_counter()
+        compiled = jitted.lower(*args).compile()
+        program_compile_seconds[name] = time.perf_counter() - start
+        return compiled
+
     init = jax.jit(jax.vmap(trainer.init), in_shardings=sharding, out_shardings=sharding)
-    init = init.lower(train_keys).compile()
+    init = compile_timed("init", init, train_keys)
     runner = init(train_keys)
     chunk_index = jnp.asarray(0, jnp.int32)
     run_chunk = jax.jit(
@@ -96,9 +107,9 @@ def run_seeds(
         out_shardings=sharding,
         donate_argnums=0,
     )
-    run_chunk = run_chunk.lower(runner, chunk_index).compile()
+    run_chunk = compile_timed("run_chunk", run_chunk, runner, chunk_index)
     evaluate = jax.jit(jax.vmap(trainer.evaluate), in_shardings=sharding, out_shardings=sharding)
-    evaluate = evaluate.lower(runner, eval_keys).compile()
+    evaluate = compile_timed("evaluate", evaluate, runner, eval_keys)
     jax.block_until_ready(runner)
     compile_seconds = time.perf_counter() - compile_start
 
@@ -147,6 +158,7 @@ def run_seeds(
         eval_seconds=eval_seconds,
         env_steps=config.num_iterations * config.num_envs,
         num_devices=num_devices,
+        program_compile_seconds=program_compile_seconds,
         final_state=(
             jax.tree.map(lambda x: np.asarray(x)[:num_seeds], jax.device_get(runner.agent_state))
             if keep_state

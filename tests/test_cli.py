@@ -104,8 +104,13 @@ def test_train_prints_table_and_writes_json_with_per_seed_values(tmp_path, capsy
     assert cell["seed_ids"] == [5, 6, 7]
     assert len(cell["per_seed"]["return"]) == 3
     assert cell["spec"]["agent_config"]["learning_starts"] == 100
+    throughput = cell["throughput"]
+    programs = throughput["compile_seconds_by_program"]
+    assert sorted(programs) == ["evaluate", "init", "run_chunk"]
+    assert all(t > 0 for t in programs.values())
+    assert sum(programs.values()) <= throughput["compile_seconds"]
     meta = payload["metadata"]
-    for key in ("schema_version", "commit", "versions", "device_kind", "device_count"):
+    for key in ("schema_version", "commit", "versions", "device_kind", "device_count", "xla_flags"):
         assert key in meta
     assert meta["versions"]["jax"]
 
