@@ -140,29 +140,26 @@ class ImplicitQuantileNetwork(nn.Module):
     def __call__(self, obs, taus, average_taus: bool = False, actions=None, greedy_taus=None):
         features = MLP(self.hidden_sizes)(obs)  # [B, d]
         width = features.shape[-1]
-        embedding = CosineEmbedding(width, self.embedding_dim)
+        embedding = CosineEmbedding(width, self.embedding_dim)  # taus [B or 1, T] -> [.., T, d]
         kernel = self.param(
             "head_kernel", nn.initializers.lecun_normal(), (width, self.num_actions)
         )
         bias = self.param("head_bias", nn.initializers.zeros_init(), (self.num_actions,))
 
-        def tau_features(taus):  # [B or 1, T, d]
-            return embedding(taus)
-
         def mean_values(taus):  # [B, A]
-            return (features * jnp.mean(tau_features(taus), axis=-2)) @ kernel + bias
+            return (features * jnp.mean(embedding(taus), axis=-2)) @ kernel + bias
 
         if average_taus:
             return mean_values(taus)
         if greedy_taus is not None:
             actions = jnp.argmax(mean_values(greedy_taus), axis=-1)
         if actions is None:
-            return (features[:, None, :] * tau_features(taus)) @ kernel + bias
+            return (features[:, None, :] * embedding(taus)) @ kernel + bias
         onehot = jax.nn.one_hot(actions, self.num_actions, dtype=features.dtype)  # [B, A]
         scaled = features * (onehot @ kernel.T)  # f_j w_ja, [B, d]
         # A batched matrix-vector product: XLA:CPU splits the equivalent multiply-and-sum over
         # d into slow windowed reductions.
-        values = jnp.einsum("btj,bj->bt", tau_features(taus), scaled)
+        values = jnp.einsum("btj,bj->bt", embedding(taus), scaled)
         return values + (onehot @ bias)[:, None]
 
 
