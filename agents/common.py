@@ -296,11 +296,19 @@ def at_actions(values: jnp.ndarray, actions: jnp.ndarray, axis: int = 1) -> jnp.
     """Each example's slice at its action: values [B, ..., A (at `axis`), ...], actions [B] ->
     values with the action axis removed.
 
-    Its gradient puts the cotangent at the taken action by a one-hot product instead of the
-    scatter-add autodiff derives from the gather (a costly op on XLA:CPU inside every update).
+    Both ways by a one-hot select instead of a gather (forward) and the scatter-add autodiff
+    derives from it (backward): on XLA:CPU these ran as scalar loops inside every update, the
+    forward gather alone 0.35 ms of C51's 14 ms update at 64 seeds. It reads all A slices, which
+    costs little next to the network that produced them.
     """
-    index = jnp.expand_dims(actions, tuple(range(1, values.ndim)))
-    return jnp.squeeze(jnp.take_along_axis(values, index, axis=axis), axis=axis)
+    mask = _action_mask(actions, values.shape[axis], axis, values.ndim)
+    return jnp.sum(jnp.where(mask, values, 0), axis=axis)
+
+
+def _action_mask(actions, num_actions, axis, ndim):
+    """actions [B] -> a one-hot boolean mask broadcastable against [B, ..., A (at axis), ...]."""
+    mask = actions[:, None] == jnp.arange(num_actions)  # [B, A]
+    return jnp.expand_dims(mask, tuple(range(1, axis)) + tuple(range(axis + 1, ndim)))
 
 
 def _at_actions_fwd(values, actions, axis):
@@ -309,9 +317,8 @@ def _at_actions_fwd(values, actions, axis):
 
 def _at_actions_bwd(axis, residuals, g):
     actions, num_actions = residuals
-    onehot = jax.nn.one_hot(actions, num_actions, dtype=g.dtype)  # [B, A]
-    onehot = jnp.expand_dims(onehot, tuple(range(1, axis)) + tuple(range(axis + 1, g.ndim + 1)))
-    return jnp.expand_dims(g, axis) * onehot, None
+    mask = _action_mask(actions, num_actions, axis, g.ndim + 1)
+    return jnp.where(mask, jnp.expand_dims(g, axis), 0), None
 
 
 at_actions.defvjp(_at_actions_fwd, _at_actions_bwd)
