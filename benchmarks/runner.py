@@ -56,6 +56,17 @@ def _mesh_sharding() -> NamedSharding:
     return NamedSharding(Mesh(np.array(jax.local_devices()), ("seeds",)), PartitionSpec("seeds"))
 
 
+def sharded_seed_keys(base_seed: int, seed_ids) -> tuple[jax.Array, NamedSharding]:
+    """The seeds' keys, padded to a multiple of the local device count by repeating the last
+    seed (callers drop the padded rows) and sharded over those devices; and that sharding."""
+    seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
+    num_devices = jax.local_device_count()
+    padded = -(-len(seed_ids) // num_devices) * num_devices
+    padded_ids = np.concatenate([seed_ids, np.repeat(seed_ids[-1:], padded - len(seed_ids))])
+    sharding = _mesh_sharding()
+    return jax.device_put(seed_keys(base_seed, padded_ids), sharding), sharding
+
+
 def run_seeds(
     agent: Agent,
     env,
@@ -76,10 +87,7 @@ def run_seeds(
     num_seeds = len(seed_ids)
     trainer = make_train(agent, env, env_params, config)
     num_devices = jax.local_device_count()
-    padded = -(-num_seeds // num_devices) * num_devices
-    padded_ids = np.concatenate([seed_ids, np.repeat(seed_ids[-1:], padded - num_seeds)])
-    sharding = _mesh_sharding()
-    keys = jax.device_put(seed_keys(base_seed, padded_ids), sharding)
+    keys, sharding = sharded_seed_keys(base_seed, seed_ids)
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
     train_keys = fold_in(keys, jnp.asarray(0, jnp.uint32))
     eval_keys = fold_in(keys, jnp.asarray(1, jnp.uint32))

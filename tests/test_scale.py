@@ -74,16 +74,21 @@ def test_four_devices_match_one_device_seed_for_seed():
     )
 
 
-def test_throughput_sweep_reports_ceilings_and_memory(tmp_path):
+def test_throughput_sweep_reports_ceilings_and_memory(tmp_path, monkeypatch):
     from benchmarks import throughput
 
-    payload = throughput.run("dqn", "CartPole-v1", [2], 400, {"batch_size": "16"}, tmp_path)
+    # Each seed count runs in a subprocess with these flags: 3 seeds on 2 devices (padded to 4).
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    payload = throughput.run("dqn", "CartPole-v1", [3], 400, {"batch_size": "16"}, tmp_path)
     (row,) = payload["rows"]
-    assert row["status"] == "ok" and row["num_seeds"] == 2
+    assert row["status"] == "ok" and row["num_seeds"] == 3
+    # Both ceilings run as training does, on every device (the learning step alone once ran
+    # on one of them and the ceiling came out at half, training at "119% of ceiling").
+    assert row["num_devices"] == 2 and row["learning_only_devices"] == 2
     # Training does strictly more work than either ceiling's half.
     assert row["env_steps_per_second"] < row["learning_off_steps_per_second"]
     assert 0 < row["fraction_of_ceiling"] < 2
     # One seed's state: replay (10,000 x 2 obs of 4 floats + 3 scalars) dominates.
     assert 10_000 * 11 * 4 <= row["state_bytes_per_seed"] < 2 * 10_000 * 11 * 4 + 2**20
-    assert (tmp_path / "dqn_CartPole-v1.md").read_text().count("| 2 |") == 1
+    assert (tmp_path / "dqn_CartPole-v1.md").read_text().count("| 3 |") == 1
     assert (tmp_path / "dqn_CartPole-v1.png").read_bytes()[:4] == b"\x89PNG"
