@@ -60,11 +60,10 @@ def _learning_step_rate(
     keys, sharding = sharded_seed_keys(0, range(num_seeds))
     run = jax.jit(jax.vmap(one_seed), in_shardings=sharding, out_shardings=sharding)
     run = run.lower(keys).compile()
-    updates, _ = jax.block_until_ready(run(keys))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(run(keys))
+        updates, _ = jax.block_until_ready(run(keys))
         best = min(best, time.perf_counter() - start)
     return num_seeds * iterations * num_envs / best, len(updates.sharding.device_set)
 
