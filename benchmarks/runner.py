@@ -86,8 +86,8 @@ def run_seeds(
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
     num_seeds = len(seed_ids)
     trainer = make_train(agent, env, env_params, config)
-    num_devices = jax.local_device_count()
     keys, sharding = sharded_seed_keys(base_seed, seed_ids)
+    num_devices = sharding.mesh.size
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
     train_keys = fold_in(keys, jnp.asarray(0, jnp.uint32))
     eval_keys = fold_in(keys, jnp.asarray(1, jnp.uint32))
