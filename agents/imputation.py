@@ -337,6 +337,30 @@ def _max_entropy_quantiles(e, taus, lo, hi, num_samples, num_grid, num_iteration
     return jnp.clip(jnp.interp(levels, cdf, edges), lo, hi)
 
 
+def _gram(offsets, taus, active):
+    """sum_m active_m w_im w_jm [K, K] for w = |tau - 1{offsets <= 0}| (offsets [K, M]).
+
+    Each weight is 1 - tau_k below expectile k and tau_k above it, so the sum only needs, per
+    expectile, how many active samples lie at or below it (C_k): samples below both e_i and
+    e_j number min(C_i, C_j), above both A - max(C_i, C_j), and the rest C_i - min or
+    C_j - min. K M + K^2 work instead of the K^2 M of a matrix product; exact, since counts
+    of at most M are exact in floating point.
+    """
+    below = offsets <= 0.0
+    counts = jnp.sum(below & active[None, :], axis=-1).astype(offsets.dtype)  # C [K]
+    total = jnp.sum(active).astype(offsets.dtype)  # A
+    taus = jnp.broadcast_to(taus, counts.shape)
+    over, under = taus, 1.0 - taus  # a sample's weight above / below an expectile
+    both_below = jnp.minimum(counts[:, None], counts[None, :])
+    both_above = total - jnp.maximum(counts[:, None], counts[None, :])
+    return (
+        under[:, None] * under[None, :] * both_below
+        + under[:, None] * over[None, :] * (counts[:, None] - both_below)
+        + over[:, None] * under[None, :] * (counts[None, :] - both_below)
+        + over[:, None] * over[None, :] * both_above
+    )
+
+
 def _gauss_newton(x, e, taus, lo, hi, num_iterations):
     """Stage 2 for one start: x [M], e, taus [K]; projected Gauss-Newton on r(x)."""
     num_levels, num_samples = e.shape[0], x.shape[0]
@@ -350,7 +374,7 @@ def _gauss_newton(x, e, taus, lo, hi, num_iterations):
         gradient = jacobian.T @ residuals
         pushed_out = ((x <= lo) & (gradient > 0.0)) | ((x >= hi) & (gradient < 0.0))
         jacobian = jnp.where(pushed_out[None, :], 0.0, jacobian)
-        gram = jacobian @ jacobian.T
+        gram = _gram(offsets, taus, ~pushed_out) / num_samples**2
         # Levenberg damping keeps the step finite when rows are (nearly) proportional,
         # e.g. every sample on the same side of several expectiles.
         damping = 1e-3 * jnp.trace(gram) / num_levels + jnp.finfo(x.dtype).tiny

@@ -229,3 +229,26 @@ def test_both_cholesky_forms_solve_batched_systems():
         solved = np.asarray(jax.jit(jax.vmap(solve))(matrix, vector))
         np.testing.assert_allclose(solved, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
         assert imputation._solve_positive_definite(matrix[0], vector[0]).shape == (size,)
+
+
+@pytest.mark.parametrize("num_levels, num_samples", [(11, 11), (5, 40), (20, 100)])
+def test_gram_by_counts_equals_the_matrix_product(num_levels, num_samples):
+    # Gauss-Newton's J J^T from how many active samples lie below each expectile, against the
+    # product of the masked weight matrix itself: unordered expectiles, a sample tied with an
+    # expectile (offset 0 counts as below) and inactive (pushed-out) samples included.
+    from agents import imputation
+
+    key = jax.random.PRNGKey(num_samples)
+    samples = jax.random.normal(key, (num_samples,))
+    expectiles = jax.random.normal(jax.random.fold_in(key, 1), (num_levels,))
+    samples = samples.at[3].set(expectiles[2])
+    taus = (jnp.arange(num_levels, dtype=jnp.float32) + 0.5) / num_levels
+    active = jax.random.uniform(jax.random.fold_in(key, 2), (num_samples,)) < 0.8
+    assert not bool(jnp.all(active))
+    weights, offsets = imputation._weights_and_offsets(samples, expectiles, taus)
+    jacobian = np.where(np.asarray(active)[None, :], np.asarray(weights), 0.0)
+    expected = np.asarray(jacobian, np.float64) @ np.asarray(jacobian, np.float64).T
+    # Float32 sums of up to num_samples terms: equal to rounding.
+    np.testing.assert_allclose(
+        imputation._gram(offsets, taus, active), expected, rtol=2e-6, atol=1e-6
+    )
