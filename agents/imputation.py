@@ -343,8 +343,9 @@ def _gram(offsets, taus, active):
     Each weight is 1 - tau_k below expectile k and tau_k above it, so the sum only needs, per
     expectile, how many active samples lie at or below it (C_k): samples below both e_i and
     e_j number min(C_i, C_j), above both A - max(C_i, C_j), and the rest C_i - min or
-    C_j - min. K M + K^2 work instead of the K^2 M of a matrix product; exact, since counts
-    of at most M are exact in floating point.
+    C_j - min. K M + K^2 work instead of the K^2 M of a matrix product, equal to it up to
+    float rounding (the counts themselves are exact). Under vmap XLA:CPU ran the product as
+    thousands of tiny batched dots: EDRL's update 20 -> 15.5 ms (64 seeds, 2-core CPU).
     """
     below = offsets <= 0.0
     counts = jnp.sum(below & active[None, :], axis=-1).astype(offsets.dtype)  # C [K]
