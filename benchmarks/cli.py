@@ -150,7 +150,9 @@ def cmd_run(args) -> int:
     _positive("--steps", args.steps)
     suite = suites.load(args.suite, seeds=args.seeds, steps=args.steps)
     out = Path(args.out) if args.out else Path("results") / suite.name
-    payload = suites.run_suite(suite, out, base_seed=args.base_seed, show_progress=not args.quiet)
+    payload = suites.run_suite(
+        suite, out, base_seed=args.base_seed, show_progress=not args.quiet, rerun=args.rerun
+    )
     if not distributed.is_main_process():
         return 0
     if suite.kind == "train":
@@ -243,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
     run.add_argument("--out", help="output folder (default results/SUITE)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run every cell again, even those already finished in the output folder",
+    )
     _add_distributed_flags(run)
     run.set_defaults(func=cmd_run)
 

@@ -194,12 +194,15 @@ def run_suite(
     base_seed: int = 0,
     seed_start: int = 0,
     show_progress: bool = True,
+    rerun: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Run every cell not already finished in out_dir; then write results.json and the report.
 
     Each finished cell is written atomically to out_dir/cells/, so a killed run resumes from the
-    cells it finished and never leaves a half-written file.
+    cells it finished and never leaves a half-written file. A finished cell is kept when its
+    spec and seeds are unchanged, whatever code produced it (the log names its commit when that
+    differs from this one); rerun=True runs every cell again, e.g. after changing an agent.
     """
     out_dir = Path(out_dir)
     if suite.kind == "dopamine":
@@ -207,6 +210,7 @@ def run_suite(
 
         return dopamine.run_dopamine_analysis(out_dir, **suite.options)
     records = []
+    current_commit = results_io.git_commit()
     for index, (spec, num_seeds) in enumerate(zip(suite.cells, suite.cell_seeds), 1):
         seed_ids = list(range(seed_start, seed_start + num_seeds))
         fingerprint = cell_fingerprint(spec, seed_ids, base_seed)
@@ -216,8 +220,10 @@ def run_suite(
                 cached = results_io.read_json(path, kind="cell")
             except results_io.ResultsError:
                 cached = None  # corrupt or stale: run the cell again
-            if cached is not None and cached.get("fingerprint") == fingerprint:
-                log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier, kept")
+            if not rerun and cached is not None and cached.get("fingerprint") == fingerprint:
+                commit = cached.get("metadata", {}).get("commit")
+                note = "" if commit == current_commit else f" (at commit {str(commit)[:12]})"
+                log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier{note}, kept")
                 records.append(cached["cell"])
                 continue
         log(

@@ -160,3 +160,27 @@ def test_cell_scoring_uses_exact_truth_where_the_env_has_one():
     spec = cell.CellSpec.build("dqn", "OneStepReward")
     locs, probs = cell.true_distribution(spec)
     np.testing.assert_allclose(np.sum(locs * probs), 0.5)
+
+
+def test_rerun_runs_finished_cells_again_and_kept_cells_name_their_commit(tmp_path, monkeypatch):
+    suite = suites.load(str(_write(tmp_path, TINY)))
+    out = tmp_path / "out"
+    suites.run_suite(suite, out, show_progress=False, log=lambda m: None)
+    # A cell from other code: same spec and seeds, another commit.
+    path = next((out / "cells").glob("dqn__*.json"))
+    record = json.loads(path.read_text())
+    record["metadata"]["commit"] = "0123456789abcdef"
+    path.write_text(json.dumps(record))
+
+    calls, logs = [], []
+    real_run_cell = suites.run_cell
+    monkeypatch.setattr(
+        suites, "run_cell", lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1]
+    )
+    suites.run_suite(suite, out, show_progress=False, log=logs.append)
+    assert calls == []
+    assert any("dqn" in m and "at commit 0123456789ab" in m and "kept" in m for m in logs)
+    assert any("qrdqn" in m and "kept" in m and "at commit" not in m for m in logs)
+
+    suites.run_suite(suite, out, show_progress=False, rerun=True, log=logs.append)
+    assert sorted(calls) == ["dqn", "qrdqn"]
