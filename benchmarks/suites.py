@@ -215,12 +215,12 @@ def run_suite(
         seed_ids = list(range(seed_start, seed_start + num_seeds))
         fingerprint = cell_fingerprint(spec, seed_ids, base_seed)
         path = cell_path(out_dir, spec)
-        if path.is_file():
+        if not rerun and path.is_file():
             try:
                 cached = results_io.read_json(path, kind="cell")
             except results_io.ResultsError:
                 cached = None  # corrupt or stale: run the cell again
-            if not rerun and cached is not None and cached.get("fingerprint") == fingerprint:
+            if cached is not None and cached.get("fingerprint") == fingerprint:
                 commit = cached.get("metadata", {}).get("commit")
                 note = "" if commit == current_commit else f" (at commit {str(commit)[:12]})"
                 log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier{note}, kept")
