@@ -68,6 +68,34 @@ def _learning_step_rate(
     return num_seeds * iterations * num_envs / best, len(updates.sharding.device_set)
 
 
+def update_flops(agent, spec, num_envs: int) -> float:
+    """Floating-point operations of one learning step for one seed, as XLA's cost analysis of the
+    compiled update counts them (matmuls and elementwise arithmetic; the update's branches are
+    counted at their most expensive, the learning one)."""
+
+    # A step at which the schedule learns: past learning_starts, crossing a train_every multiple.
+    period = max(int(getattr(agent.config, "train_every", 1)), 1)
+    start = int(getattr(agent.config, "learning_starts", 0))
+    step = period * (start // period + 1) - 1
+
+    def one_update(state, transition, key):
+        return agent.update(state, transition, key, step)
+
+    key = jax.random.PRNGKey(0)
+    state = agent.init(key, spec)
+    transition = Transition(
+        obs=jnp.zeros((num_envs, *spec.observation_shape)),
+        action=jnp.zeros((num_envs,), jnp.int32),
+        reward=jnp.zeros((num_envs,)),
+        discount=jnp.ones((num_envs,)),
+        next_obs=jnp.zeros((num_envs, *spec.observation_shape)),
+    )
+    analysis = jax.jit(one_update).lower(state, transition, key).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
 def measure_one(
     agent_name: str, env_name: str, num_seeds: int, steps: int, overrides: dict
 ) -> dict:
@@ -86,6 +114,7 @@ def measure_one(
         agent, env_spec(env, params), num_seeds, 10, train_config.num_iterations // 2
     )
     ceiling = 1.0 / (1.0 / acting.steps_per_second + 1.0 / learning_rate)
+    flops = update_flops(agent, env_spec(env, params), 10)
     return {
         "num_seeds": num_seeds,
         "env_steps_per_second": trained.steps_per_second,
@@ -94,6 +123,9 @@ def measure_one(
         "learning_only_steps_per_second": learning_rate,
         "ceiling_steps_per_second": ceiling,
         "fraction_of_ceiling": trained.steps_per_second / ceiling,
+        "update_flops_per_seed": flops,
+        # One update per 10 env steps of each seed in the learning-only run.
+        "learning_only_flops_per_second": learning_rate / 10 * flops,
         "state_bytes_per_seed": state_bytes,
         "peak_memory_bytes": peak_memory_bytes(),
         "num_devices": trained.num_devices,
@@ -152,6 +184,10 @@ def sweep(
     return rows
 
 
+def _flops_cell(row: dict, key: str, unit: float) -> str:
+    return f"{row[key] / unit:,.1f}" if key in row else "-"  # absent in older result files
+
+
 def markdown(payload: dict) -> str:
     meta = payload["metadata"]
     lines = [
@@ -164,23 +200,27 @@ def markdown(payload: dict) -> str:
         ),
         (
             "Ceiling: the loop with learning off and the learning step alone, combined "
-            "(1 / (1/a + 1/b)), measured in the same run."
+            "(1 / (1/a + 1/b)), measured in the same run. Update MFLOP: one learning step of "
+            "one seed as XLA's cost analysis counts it; learning GFLOP/s: that times the "
+            "learning-only run's updates per second, over all seeds."
         ),
         "",
         (
             "| seeds | env steps/s | compile s | learning off | learning only | % of ceiling | "
-            "state MB/seed | peak memory GB |"
+            "update MFLOP | learning GFLOP/s | state MB/seed | peak memory GB |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in payload["rows"]:
         if row.get("status") != "ok":
-            lines.append(f"| {row['num_seeds']} | {row['status']} | | | | | | |")
+            lines.append(f"| {row['num_seeds']} | {row['status']} | | | | | | | | |")
             continue
         lines.append(
             f"| {row['num_seeds']} | {row['env_steps_per_second']:,.0f} | "
             f"{row['compile_seconds']:.1f} | {row['learning_off_steps_per_second']:,.0f} | "
             f"{row['learning_only_steps_per_second']:,.0f} | {row['fraction_of_ceiling']:.0%} | "
+            f"{_flops_cell(row, 'update_flops_per_seed', 1e6)} | "
+            f"{_flops_cell(row, 'learning_only_flops_per_second', 1e9)} | "
             f"{row['state_bytes_per_seed'] / 2**20:.2f} | {row['peak_memory_bytes'] / 2**30:.2f} |"
         )
     return "\n".join(lines) + "\n"

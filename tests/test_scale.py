@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import agents
 import envs
@@ -88,6 +89,17 @@ def test_throughput_sweep_reports_ceilings_and_memory(tmp_path, monkeypatch):
     # Training does strictly more work than either ceiling's half.
     assert row["env_steps_per_second"] < row["learning_off_steps_per_second"]
     assert 0 < row["fraction_of_ceiling"] < 2
+    # One learning step of one seed, batch 16, torso 4 -> 120 -> 84 -> 2: the matmuls of the
+    # online and target forward passes and the backward pass (weight gradients, and input
+    # gradients below the first layer) by hand, plus elementwise work (ReLUs, loss, Adam) that
+    # adds 10-15%.
+    forward = 2 * 16 * (4 * 120 + 120 * 84 + 84 * 2)
+    matmuls = 3 * forward + 2 * 16 * (120 * 84 + 84 * 2)
+    assert matmuls <= row["update_flops_per_seed"] <= 1.25 * matmuls
+    updates_per_second = row["learning_only_steps_per_second"] / 10
+    assert row["learning_only_flops_per_second"] == pytest.approx(
+        updates_per_second * row["update_flops_per_seed"]
+    )
     # One seed's state: replay (10,000 x 2 obs of 4 floats + 3 scalars) dominates.
     assert 10_000 * 11 * 4 <= row["state_bytes_per_seed"] < 2 * 10_000 * 11 * 4 + 2**20
     assert (tmp_path / "dqn_CartPole-v1.md").read_text().count("| 3 |") == 1
