@@ -184,10 +184,6 @@ def sweep(
     return rows
 
 
-def _flops_cell(row: dict, key: str, unit: float) -> str:
-    return f"{row[key] / unit:,.1f}" if key in row else "-"  # absent in older result files
-
-
 def markdown(payload: dict) -> str:
     meta = payload["metadata"]
     lines = [
@@ -219,8 +215,8 @@ def markdown(payload: dict) -> str:
             f"| {row['num_seeds']} | {row['env_steps_per_second']:,.0f} | "
             f"{row['compile_seconds']:.1f} | {row['learning_off_steps_per_second']:,.0f} | "
             f"{row['learning_only_steps_per_second']:,.0f} | {row['fraction_of_ceiling']:.0%} | "
-            f"{_flops_cell(row, 'update_flops_per_seed', 1e6)} | "
-            f"{_flops_cell(row, 'learning_only_flops_per_second', 1e9)} | "
+            f"{row['update_flops_per_seed'] / 1e6:,.1f} | "
+            f"{row['learning_only_flops_per_second'] / 1e9:,.1f} | "
             f"{row['state_bytes_per_seed'] / 2**20:.2f} | {row['peak_memory_bytes'] / 2**30:.2f} |"
         )
     return "\n".join(lines) + "\n"
