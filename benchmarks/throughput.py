@@ -34,7 +34,8 @@ def _learning_step_rate(
     agent, spec, num_seeds: int, num_envs: int, iterations: int, repeats: int = 2
 ) -> tuple[float, int]:
     """Env steps/s the update alone sustains, and the number of devices it ran on: update() on
-    random transitions, learning every call, the seeds sharded over the devices as in training
+    random transitions, learning on train_every's schedule as in training (every call at the
+    default train_every = num_envs = 10), the seeds sharded over the devices as in training
     (padded seeds are not counted); the fastest of `repeats` timed runs."""
     obs_shape = spec.observation_shape
 
@@ -70,8 +71,8 @@ def _learning_step_rate(
 
 def update_flops(agent, spec, num_envs: int) -> float:
     """Floating-point operations of one learning step for one seed, as XLA's cost analysis of the
-    compiled update counts them (matmuls and elementwise arithmetic; the update's branches are
-    counted at their most expensive, the learning one)."""
+    compiled update counts them (matmuls and elementwise arithmetic), at a constant step where
+    the schedule learns, so that only the learning branch is compiled and counted."""
 
     # A step at which the schedule learns: past learning_starts, crossing a train_every multiple.
     period = max(int(getattr(agent.config, "train_every", 1)), 1)
@@ -124,8 +125,8 @@ def measure_one(
         "ceiling_steps_per_second": ceiling,
         "fraction_of_ceiling": trained.steps_per_second / ceiling,
         "update_flops_per_seed": flops,
-        # One update per 10 env steps of each seed in the learning-only run.
-        "learning_only_flops_per_second": learning_rate / 10 * flops,
+        # One learning step per train_every env steps of each seed.
+        "learning_only_flops_per_second": learning_rate / config.train_every * flops,
         "state_bytes_per_seed": state_bytes,
         "peak_memory_bytes": peak_memory_bytes(),
         "num_devices": trained.num_devices,

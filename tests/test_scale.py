@@ -80,7 +80,8 @@ def test_throughput_sweep_reports_ceilings_and_memory(tmp_path, monkeypatch):
 
     # Each seed count runs in a subprocess with these flags: 3 seeds on 2 devices (padded to 4).
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    payload = throughput.run("dqn", "CartPole-v1", [3], 400, {"batch_size": "16"}, tmp_path)
+    overrides = {"batch_size": "16", "train_every": "5"}  # two gradient steps per 10 env steps
+    payload = throughput.run("dqn", "CartPole-v1", [3], 400, overrides, tmp_path)
     (row,) = payload["rows"]
     assert row["status"] == "ok" and row["num_seeds"] == 3
     # Both ceilings run as training does, on every device (the learning step alone once ran
@@ -96,7 +97,7 @@ def test_throughput_sweep_reports_ceilings_and_memory(tmp_path, monkeypatch):
     forward = 2 * 16 * (4 * 120 + 120 * 84 + 84 * 2)
     matmuls = 3 * forward + 2 * 16 * (120 * 84 + 84 * 2)
     assert matmuls <= row["update_flops_per_seed"] <= 1.25 * matmuls
-    updates_per_second = row["learning_only_steps_per_second"] / 10
+    updates_per_second = row["learning_only_steps_per_second"] / 5
     assert row["learning_only_flops_per_second"] == pytest.approx(
         updates_per_second * row["update_flops_per_seed"]
     )
