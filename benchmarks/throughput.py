@@ -30,6 +30,18 @@ def _tree_bytes(tree) -> int:
     return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
 
 
+def _random_transitions(key: jax.Array, spec, num_envs: int) -> Transition:
+    """A batch of num_envs made-up transitions of the env's shapes, for timing the update."""
+    obs_key, next_key, action_key, discount_key = jax.random.split(key, 4)
+    return Transition(
+        obs=jax.random.normal(obs_key, (num_envs, *spec.observation_shape)),
+        action=jax.random.randint(action_key, (num_envs,), 0, spec.num_actions),
+        reward=jnp.ones((num_envs,)),
+        discount=(jax.random.uniform(discount_key, (num_envs,)) > 0.05).astype(jnp.float32),
+        next_obs=jax.random.normal(next_key, (num_envs, *spec.observation_shape)),
+    )
+
+
 def _learning_step_rate(
     agent, spec, num_seeds: int, num_envs: int, iterations: int, repeats: int = 2
 ) -> tuple[float, int]:
@@ -37,18 +49,10 @@ def _learning_step_rate(
     random transitions, learning on train_every's schedule as in training (every call at the
     default train_every = num_envs = 10), the seeds sharded over the devices as in training
     (padded seeds are not counted); the fastest of `repeats` timed runs."""
-    obs_shape = spec.observation_shape
 
     def one_seed(key):
         state = agent.init(key, spec)
-        obs_key, next_key, action_key, discount_key = jax.random.split(key, 4)
-        transition = Transition(
-            obs=jax.random.normal(obs_key, (num_envs, *obs_shape)),
-            action=jax.random.randint(action_key, (num_envs,), 0, spec.num_actions),
-            reward=jnp.ones((num_envs,)),
-            discount=(jax.random.uniform(discount_key, (num_envs,)) > 0.05).astype(jnp.float32),
-            next_obs=jax.random.normal(next_key, (num_envs, *obs_shape)),
-        )
+        transition = _random_transitions(key, spec, num_envs)
 
         def body(state, i):
             state, _ = agent.update(state, transition, jax.random.fold_in(key, i), i * num_envs)
@@ -75,22 +79,15 @@ def update_flops(agent, spec, num_envs: int) -> float:
     the schedule learns, so that only the learning branch is compiled and counted."""
 
     # A step at which the schedule learns: past learning_starts, crossing a train_every multiple.
-    period = max(int(getattr(agent.config, "train_every", 1)), 1)
-    start = int(getattr(agent.config, "learning_starts", 0))
-    step = period * (start // period + 1) - 1
+    period = agent.config.train_every
+    step = period * (agent.config.learning_starts // period + 1) - 1
 
     def one_update(state, transition, key):
         return agent.update(state, transition, key, step)
 
     key = jax.random.PRNGKey(0)
     state = agent.init(key, spec)
-    transition = Transition(
-        obs=jnp.zeros((num_envs, *spec.observation_shape)),
-        action=jnp.zeros((num_envs,), jnp.int32),
-        reward=jnp.zeros((num_envs,)),
-        discount=jnp.ones((num_envs,)),
-        next_obs=jnp.zeros((num_envs, *spec.observation_shape)),
-    )
+    transition = _random_transitions(key, spec, num_envs)
     analysis = jax.jit(one_update).lower(state, transition, key).compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
         analysis = analysis[0]
@@ -111,11 +108,12 @@ def measure_one(
         build_config(type(config), {**config.__dict__, "learning_starts": steps + 10})
     )
     acting = run_seeds(no_learning, env, params, train_config, range(num_seeds))
+    spec = env_spec(env, params)
     learning_rate, learning_devices = _learning_step_rate(
-        agent, env_spec(env, params), num_seeds, 10, train_config.num_iterations // 2
+        agent, spec, num_seeds, 10, train_config.num_iterations // 2
     )
     ceiling = 1.0 / (1.0 / acting.steps_per_second + 1.0 / learning_rate)
-    flops = update_flops(agent, env_spec(env, params), 10)
+    flops = update_flops(agent, spec, 10)
     return {
         "num_seeds": num_seeds,
         "env_steps_per_second": trained.steps_per_second,
@@ -199,7 +197,7 @@ def markdown(payload: dict) -> str:
             "Ceiling: the loop with learning off and the learning step alone, combined "
             "(1 / (1/a + 1/b)), measured in the same run. Update MFLOP: one learning step of "
             "one seed as XLA's cost analysis counts it; learning GFLOP/s: that times the "
-            "learning-only run's updates per second, over all seeds."
+            "learning-only run's learning steps per second, over all seeds."
         ),
         "",
         (
