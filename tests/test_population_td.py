@@ -8,11 +8,11 @@ import pytest
 from agents import population_td
 from agents.base import ConfigError, EnvSpec, Transition, build_config
 from agents.imputation import expectiles_of
+from envs import mouse
 
-# The variable-magnitude task (SCIENCE.md section 4).
-MAGNITUDES = np.array([0.1, 0.3, 1.2, 2.5, 5.0, 10.0, 20.0])
-PROBS = np.array([0.0661, 0.0909, 0.1485, 0.1549, 0.3116, 0.1510, 0.0771])
-PROBS = PROBS / PROBS.sum()
+# The variable-magnitude task, as the environment defines it.
+MAGNITUDES = np.asarray(mouse.MAGNITUDES)
+PROBS = np.asarray(mouse.MAGNITUDE_PROBS)
 MEAN = float(np.sum(MAGNITUDES * PROBS))
 SAMPLER = population_td.reward_sampler(MAGNITUDES, PROBS)
 
