@@ -18,6 +18,7 @@ from envs.exact import (
     clock,
     fail,
     merge_atoms,
+    pad_laws,
     sample_discrete,
 )
 
@@ -86,7 +87,9 @@ class TwoArmedBandit(ExactEnvironment):
 
     Defaults: both arms have mean 1; arm a always pays 1, arm b pays 0 or 2 with probability
     1/2 each, so a risk-neutral agent is indifferent and only its distribution tells the arms
-    apart. Observation [1]: 1 at the start.
+    apart. Observation [1]: 1 at the start. `true_return_distribution` is the optimal arm's law
+    and `action_return_distributions` each arm's, which calibration scores against: an agent
+    that pulls arm b is judged on arm b's law.
     """
 
     env_name = "TwoArmedBandit"
@@ -147,3 +150,11 @@ class TwoArmedBandit(ExactEnvironment):
     def true_return_distribution(self, params: TwoArmedBanditParams, gamma: float):
         """The greedy-optimal arm's return atoms (`optimal_action`; ties go to arm 0)."""
         return self.arm_return_distribution(params, gamma, self.optimal_action(params))
+
+    def action_return_distributions(self, params: TwoArmedBanditParams, gamma: float):
+        """(locs [2, n], probs [2, n]): row a is arm a's return law, padded to a common n.
+
+        The arm pulled decides the law, and with the defaults' equal means a greedy agent may
+        pull either, so its prediction must be scored against the arm it pulled.
+        """
+        return pad_laws([self.arm_return_distribution(params, gamma, arm) for arm in (0, 1)])

@@ -1,5 +1,8 @@
 """Chains whose return distribution is known exactly: Bernoulli rewards at every step,
 a terminal-only reward, and reward 1 per step until a geometric termination.
+
+Each chain has one action, so the base class's `action_return_distributions` (its single row
+is `true_return_distribution`) is the law calibration scores every episode against.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ class ReturnError(NamedTuple):
 
 
 class ExactEnvironment(environment.Environment):
-    """A gymnax environment that also knows its start-state return distribution.
+    """A gymnax environment that also knows its start-state return distribution, under the
+    optimal first action (`true_return_distribution`) and under each first action
+    (`action_return_distributions`).
 
     Conventions shared by every subclass: the discounted return from a state is
     G = sum_t gamma^t r_t, where r_t is the reward of the t-th step taken from that state
@@ -67,6 +69,23 @@ class ExactEnvironment(environment.Environment):
     def optimal_action(self, params: Any) -> int:
         """The action of the (greedy-optimal) policy `true_return_distribution` describes."""
         return 0
+
+    def action_return_distributions(
+        self, params: Any, gamma: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(locs [A, n], probs [A, n]): the start-state return law of each first action.
+
+        Row a is the law of taking action a at the start state (then the policy
+        `true_return_distribution` describes), so a prediction is scored against the action
+        the agent really took, not the optimal one. Each row is padded to the common n with
+        zero-probability copies of its last atom. This default suits envs where the first
+        action does not change the return: every row is `true_return_distribution`. Where the
+        start state is random its law is the mixture over start states for that action; every
+        exact env shows the same start observation in every episode, so the action an agent
+        takes there cannot depend on which start state it is in.
+        """
+        law = self.true_return_distribution(params, gamma)
+        return pad_laws([law] * self.num_actions)
 
     def obs_size(self, params: Any) -> int:
         """Length of the observation vector."""
@@ -188,6 +207,24 @@ def merge_atoms(locs: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     starts = np.concatenate([[True], np.diff(locs) > MERGE_RTOL * scale])
     merged_probs = np.bincount(np.cumsum(starts) - 1, weights=probs)
     return locs[starts], merged_probs / merged_probs.sum()
+
+
+def pad_laws(laws: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack atom laws [(locs [K_a], probs [K_a])] into (locs [A, n], probs [A, n]).
+
+    n = max K_a; a shorter law is padded with copies of its last atom at probability 0, which
+    leaves its CDF unchanged and keeps the padding inside its support (so plots and distances
+    that look at the support see nothing new).
+    """
+    width = max(np.asarray(locs).size for locs, _ in laws)
+    locs_rows, probs_rows = [], []
+    for locs, probs in laws:
+        locs = np.asarray(locs, np.float64).ravel()
+        probs = np.asarray(probs, np.float64).ravel()
+        padding = width - locs.size
+        locs_rows.append(np.concatenate([locs, np.full(padding, locs[-1])]))
+        probs_rows.append(np.concatenate([probs, np.zeros(padding)]))
+    return np.stack(locs_rows), np.stack(probs_rows)
 
 
 def scaled_atoms(values: Any, probs: Any, scale: float) -> tuple[np.ndarray, np.ndarray]:

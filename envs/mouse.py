@@ -1,5 +1,8 @@
 """The mouse dopamine tasks of Dabney et al. (2020), Nature 577: variable reward magnitude
 and variable reward probability, as one-trial episodes with exactly known returns.
+
+Both tasks have one action, so the base class's `action_return_distributions` (its single row
+is `true_return_distribution`) is the law calibration scores every episode against.
 """
 
 from __future__ import annotations
@@ -173,7 +176,9 @@ class VariableProbability(ExactEnvironment):
         """Exact atoms (locs [K <= 2], probs [K]) of the return.
 
         cue=None: at the pre-cue start state, the mixture over cues; cue=c: at the cue state
-        just after cue c appeared.
+        just after cue c appeared. The cue is drawn at reset but hidden at time 0, so the
+        start observation is the same in every trial and the mixture is the law an agent's
+        start-state prediction (and `action_return_distributions`) should match.
         """
         gamma = check_gamma(gamma)
         reward_probs = np.asarray(params.reward_probs, np.float64)

@@ -41,10 +41,11 @@ def dkw_bound(n: int) -> float:
     return math.sqrt(math.log(2 / DKW_DELTA) / (2 * n))
 
 
-def rollout_returns(env, params, gamma, num_envs, seed):
-    """Discounted returns [num_envs] of each env's first episode under `optimal_action`,
-    the start states, and whether any episode was truncated before it terminated."""
-    action = env.optimal_action(params)
+def rollout_returns(env, params, gamma, num_envs, seed, action=None):
+    """Discounted returns [num_envs] of each env's first episode under `action` (default
+    `optimal_action`) at every step, the start states, and whether any episode was truncated
+    before it terminated."""
+    action = env.optimal_action(params) if action is None else action
     step = jax.vmap(env.step, in_axes=(0, 0, None, None))
 
     @jax.jit
@@ -125,6 +126,23 @@ def test_monte_carlo_returns_match_true_distribution(name, overrides, gamma):
     assert distance <= dkw_bound(NUM_ROLLOUTS) + error.sup_cdf
 
 
+@pytest.mark.parametrize("action", [0, 1])
+def test_monte_carlo_returns_of_each_bandit_arm_match_its_row(action):
+    """Each row of `action_return_distributions` is the law of pulling that arm; arm a's row
+    is padded to arm b's three atoms."""
+    env, params = envs.make(
+        "TwoArmedBandit", magnitudes_b=(0.0, 1.0, 3.0), probs_b=(0.5, 0.25, 0.25)
+    )
+    all_locs, all_probs = env.action_return_distributions(params, 0.9)
+    assert all_locs.shape == all_probs.shape == (2, 3)
+    kept = all_probs[action] > 0
+    locs, probs = all_locs[action][kept], all_probs[action][kept]
+    check_atoms(locs, probs)
+    returns, _, _ = rollout_returns(env, params, 0.9, NUM_ROLLOUTS, seed=2, action=action)
+    snapped, _ = snap_to_atoms(returns, locs)
+    assert sup_cdf_distance(snapped, locs, probs) <= dkw_bound(NUM_ROLLOUTS)
+
+
 def test_variable_probability_cue_distributions_match_rollouts():
     env, params = envs.make("VariableProbability-mouse")
     gamma = 0.9
@@ -195,7 +213,7 @@ def test_variable_magnitude_defaults_match_the_paper_table():
     np.testing.assert_allclose(
         expectiles, [1.38893, 3.33593, 5.20881, 7.76854, 13.80516], atol=5e-6
     )
-    # SCIENCE.md quotes the paper's rounded figures, which differ by up to 0.0022.
+    # docs/science.md quotes the paper's rounded figures, which differ by up to 0.0022.
     paper = [5.208, 5.270, 1.389, 3.335, 5.208, 7.767, 13.803]
     np.testing.assert_allclose([mean, sd, *expectiles], paper, atol=2.5e-3)
     np.testing.assert_allclose(expectiles[2], mean, rtol=1e-9)
