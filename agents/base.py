@@ -1,11 +1,12 @@
 """The agent contract every distbench agent implements, and the small types agents speak.
 
-An agent is a NamedTuple of pure functions over a pytree state (optax style); see DESIGN.md.
+An agent is a NamedTuple of pure functions over a pytree state (optax style); see docs/design.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -109,9 +110,13 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return int(as_float)
     if annotation is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}={value!r} is not a number") from None
+        # inf or NaN would train into NaN; refuse it here rather than record a diverged run.
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}={value!r} is not a finite number")
+        return number
     if annotation is str:
         return str(value)
     return value

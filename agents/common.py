@@ -177,9 +177,45 @@ def online_target_loss(config: ValueConfig, loss_fn: Callable[..., jnp.ndarray])
     return loss
 
 
+def scale_by_adam_reciprocal(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """optax.scale_by_adam with its bias corrections applied as products with their reciprocals.
+
+    optax divides the moments by 1 - b^t, a per-seed scalar under vmap. XLA rewrites such a
+    divide by a broadcast scalar into a product with its reciprocal in some pipelines (a one-device
+    program) and not in others (a sharded one), which round differently: a seed would train to
+    other numbers on one device than on two. Writing the product keeps both pipelines alike.
+    """
+
+    def init(params):
+        return optax.ScaleByAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=optax.tree.zeros_like(params),
+            nu=optax.tree.zeros_like(params),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        mu_scale = 1.0 / (1.0 - b1 ** count.astype(jnp.float32))
+        nu_scale = 1.0 / (1.0 - b2 ** count.astype(jnp.float32))
+        updates = jax.tree.map(lambda m, v: (m * mu_scale) / (jnp.sqrt(v * nu_scale) + eps), mu, nu)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam(learning_rate: float, eps: float) -> optax.GradientTransformation:
+    """Adam (optax.adam's defaults b1 = 0.9, b2 = 0.999), device-count independent."""
+    return optax.chain(scale_by_adam_reciprocal(eps=eps), optax.scale(-learning_rate))
+
+
 def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
     """Replay, epsilon-greedy acting, Adam and hard target syncs around an algorithm's loss."""
-    chain = [optax.adam(config.learning_rate, eps=config.adam_eps)]
+    chain = [adam(config.learning_rate, eps=config.adam_eps)]
     if config.max_grad_norm > 0:
         chain.insert(0, optax.clip_by_global_norm(config.max_grad_norm))
     optimiser = optax.chain(*chain)

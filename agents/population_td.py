@@ -160,7 +160,7 @@ def scaled_errors(state: PopulationState, errors: jnp.ndarray) -> jnp.ndarray:
 def next_state_samples(
     config: Config, state: PopulationState, next_state: jnp.ndarray, key: jax.Array
 ) -> jnp.ndarray:
-    """A sample of the next state's value for each cell, [num_cells] (SCIENCE.md section 2)."""
+    """A sample of the next state's value for each cell, [num_cells] (docs/science.md section 2)."""
     values = state.values[next_state]
     if config.bootstrap == "impute" and config.variant == "expectile":
         values = impute_samples(

@@ -33,7 +33,7 @@ def _jaxlib_knows(flag: str) -> bool:
 
 
 def _set_xla_flags() -> None:
-    """XLA flags for these programs, unless XLA_FLAGS already sets them (see DESIGN.md).
+    """XLA flags for these programs, unless XLA_FLAGS already sets them (see docs/design.md).
 
     * One host device per core: XLA runs these small vmapped programs on about one core per
       device, so on the CPU the seed axis is split over the cores.
@@ -46,16 +46,21 @@ def _set_xla_flags() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         cpu_devices = os.environ.get("DISTBENCH_CPU_DEVICES", str(os.cpu_count() or 1))
-        flags += f" --xla_force_host_platform_device_count={cpu_devices}"
+        if not cpu_devices.strip().isdigit() or int(cpu_devices) < 1:
+            raise UsageError(
+                f"DISTBENCH_CPU_DEVICES={cpu_devices!r} must be a whole number of devices >= 1"
+            )
+        flags += f" --xla_force_host_platform_device_count={int(cpu_devices)}"
     ynn = "xla_cpu_experimental_ynn_fusion_type"
     if ynn not in flags and _jaxlib_knows(ynn):
         flags += f" --{ynn}=-reduce"
     os.environ["XLA_FLAGS"] = flags.strip()
 
 
-_set_xla_flags()
-
 EXIT_USAGE = 2
+# Where runs write unless --out says otherwise: outside results/, which holds the published
+# record, so a quick start never rewrites a committed result.
+RUNS_DIR = Path("runs")
 
 
 class UsageError(ValueError):
@@ -77,13 +82,32 @@ def _positive(name: str, value: int | None) -> None:
         raise UsageError(f"{name}={value} must be >= 1")
 
 
+# What population_td is for: a tabular model with one state per task phase, not a deep agent.
+_AGENT_NOTES = {"population_td": "tabular dopamine model, for the *-mouse tasks"}
+# gymnax envs whose constructor fetches a data set: `list` does not build them.
+_DOWNLOADS_ON_CREATION = {"MNISTBandit-bsuite"}
+
+
+def _env_label(name: str) -> str:
+    """The env's name, marked where no distbench agent can train on it."""
+    import envs
+
+    if name in _DOWNLOADS_ON_CREATION:
+        return f"{name} (downloads data when built)"
+    env, params = envs.make(name)
+    return name if hasattr(env.action_space(params), "n") else f"{name} (continuous: no)"
+
+
 def cmd_list(args) -> int:
     import agents
-    import envs
     from benchmarks import suites
 
-    print("agents:       " + ", ".join(agents.names()))
-    print("environments: " + ", ".join(envs.names()))
+    labels = [f"{a} ({_AGENT_NOTES[a]})" if a in _AGENT_NOTES else a for a in agents.names()]
+    print("agents:       " + ", ".join(labels))
+    import envs
+
+    print("environments: " + ", ".join(_env_label(name) for name in envs.names()))
+    print("              (continuous: no) = continuous actions, cannot be trained")
     print("suites:       " + ", ".join(suites.names()))
     return 0
 
@@ -97,6 +121,10 @@ def cmd_train(args) -> int:
     _positive("--seeds", args.seeds)
     if args.seed_start < 0:
         raise UsageError(f"--seed-start={args.seed_start} must be >= 0")
+    if args.out:
+        from benchmarks import results
+
+        results.check_output_file(args.out)
     spec = cell.CellSpec.build(
         agent=args.agent,
         env=args.env,
@@ -109,6 +137,7 @@ def cmd_train(args) -> int:
                 "num_envs": args.num_envs,
                 "num_evals": args.evals,
                 "eval_episodes": args.eval_episodes,
+                "seed_block": args.seed_block,
             }.items()
             if v is not None
         },
@@ -149,7 +178,10 @@ def cmd_run(args) -> int:
     _positive("--seeds", args.seeds)
     _positive("--steps", args.steps)
     suite = suites.load(args.suite, seeds=args.seeds, steps=args.steps)
-    out = Path(args.out) if args.out else Path("results") / suite.name
+    out = Path(args.out) if args.out else RUNS_DIR / suite.name
+    from benchmarks import results
+
+    results.check_output_dir(out)
     payload = suites.run_suite(
         suite, out, base_seed=args.base_seed, show_progress=not args.quiet, rerun=args.rerun
     )
@@ -174,7 +206,13 @@ def cmd_compare(args) -> int:
 
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha={args.alpha} must be in (0, 1)")
-    code, text = compare.run(args.baseline, args.new, alpha=args.alpha)
+    if args.markdown_out:
+        from benchmarks.results import check_output_file
+
+        check_output_file(args.markdown_out, "--markdown-out")
+    code, text = compare.run(
+        args.baseline, args.new, alpha=args.alpha, allow_subset=args.allow_subset
+    )
     print(text)
     if args.markdown_out:
         from benchmarks.results import atomic_write_text
@@ -193,7 +231,11 @@ def cmd_throughput(args) -> int:
     if not counts or min(counts) < 1:
         raise UsageError(f"--seeds={args.seeds!r} must list seed counts >= 1")
     _positive("--steps", args.steps)
-    out = Path(args.out) if args.out else Path("results") / "throughput"
+    out = Path(args.out) if args.out else RUNS_DIR / "throughput"
+    from benchmarks import results
+
+    results.check_output_dir(out)
+    throughput.check_runnable(args.agent, args.env, _parse_sets(args.set, "--set"))
     payload = throughput.run(
         args.agent, args.env, counts, args.steps, _parse_sets(args.set, "--set"), out
     )
@@ -206,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distbench",
         description="Benchmark distributional RL agents in JAX: many seeds, calibration, speed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "CPU settings (XLA_FLAGS, set when a command starts unless XLA_FLAGS already has "
+            "them;\nrecorded in every result's metadata):\n"
+            "  --xla_force_host_platform_device_count=N  one XLA device per core "
+            "(N = DISTBENCH_CPU_DEVICES,\n"
+            "                                            default: the number of cores)\n"
+            "  --xla_cpu_experimental_ynn_fusion_type=-reduce  no YNNPACK reduce fusions "
+            "(slow on short axes)\n"
+            "exit codes: 0 done, 1 compare found a regression, 2 bad input (one line on stderr)"
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -221,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-envs", type=int, help="parallel envs per seed (default 10)")
     train.add_argument("--evals", type=int, help="greedy evaluations during training (default 10)")
     train.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default 16)")
+    train.add_argument(
+        "--seed-block",
+        type=int,
+        help="seeds per compiled block on each device (default: 4 on CPU, 1024 on GPU/TPU); "
+        "a seed's results are bit-identical across runs with the same block",
+    )
     train.add_argument(
         "--set",
         action="append",
@@ -243,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, help="override the suite's seeds per cell")
     run.add_argument("--steps", type=int, help="override the suite's env steps per seed")
     run.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
-    run.add_argument("--out", help="output folder (default results/SUITE)")
+    run.add_argument("--out", help="output folder (default runs/SUITE)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--rerun",
@@ -257,10 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", help="a results folder (or its results.json)")
     rep.set_defaults(func=cmd_report)
 
-    cmp_ = sub.add_parser("compare", help="exit 1 on a significant regression from BASELINE")
+    cmp_ = sub.add_parser(
+        "compare", help="exit 1 on any regression from BASELINE (exit 2: inputs not comparable)"
+    )
     cmp_.add_argument("baseline", help="baseline results folder or results.json")
     cmp_.add_argument("new", help="new results folder or results.json")
     cmp_.add_argument("--alpha", type=float, default=0.01, help="significance level (0.01)")
+    cmp_.add_argument(
+        "--allow-subset",
+        action="store_true",
+        help="NEW may lack cells or seeds of BASELINE (by default that is a regression)",
+    )
     cmp_.add_argument("--markdown-out", help="also write the Markdown table here")
     cmp_.set_defaults(func=cmd_compare)
 
@@ -274,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     thr.add_argument("--steps", type=int, default=5_000, help="env steps per seed (default 5000)")
     thr.add_argument("--set", action="append", metavar="KEY=VALUE", help="agent config override")
-    thr.add_argument("--out", help="output folder (default results/throughput)")
+    thr.add_argument("--out", help="output folder (default runs/throughput)")
     thr.set_defaults(func=cmd_throughput)
     return parser
 
@@ -294,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # Before any command imports jax: XLA reads its flags when its backends start.
+        _set_xla_flags()
         return args.func(args)
     except KeyboardInterrupt:
         print("distbench: interrupted", file=sys.stderr)

@@ -73,6 +73,7 @@ def gather(local: SeedResults) -> SeedResults:
         .tolist()
     )
     programs = sorted(local.program_compile_seconds)
+    # Timings: the slowest process's, element by element (every process runs the same segments).
     slowest = np.asarray(
         multihost_utils.process_allgather(
             np.asarray(
@@ -80,12 +81,15 @@ def gather(local: SeedResults) -> SeedResults:
                     local.compile_seconds,
                     local.eval_seconds,
                     *(local.program_compile_seconds[name] for name in programs),
-                    *local.chunk_seconds,
+                    *local.segment_seconds,
+                    *local.probe_seconds,
                 ]
             )
         )
     ).max(axis=0)
-    chunks = slowest[2 + len(programs) :]
+    num_segments = len(local.segment_seconds)
+    segments = slowest[2 + len(programs) : 2 + len(programs) + num_segments]
+    probes = slowest[2 + len(programs) + num_segments :]
     rows = {
         name: _allgather_rows(getattr(local, name), counts)
         for name in ("seed_ids", "eval_returns", "eval_discounted", "train_returns", "train_loss")
@@ -100,8 +104,9 @@ def gather(local: SeedResults) -> SeedResults:
         program_compile_seconds={
             name: float(value) for name, value in zip(programs, slowest[2 : 2 + len(programs)])
         },
-        chunk_seconds=chunks,
-        train_seconds=float(np.sum(chunks)),
+        segment_seconds=segments,
+        probe_seconds=probes,
+        train_seconds=float(np.sum(segments)),
         num_devices=jax.device_count(),
         final_state=None,
     )

@@ -31,9 +31,11 @@ def markdown(payload: dict) -> str:
         "",
         (
             "IQM greedy return over seeds with its 95% stratified-bootstrap CI; calibration metrics "
-            "are IQMs over seeds of each seed's score (ref: exact truth, or MC = the evaluation "
+            "are IQMs over seeds of each seed's score, in units of the discounted return at the "
+            "agent's gamma (ref: the exact law of the action taken, or MC = the evaluation "
             "episodes' own discounted returns); PIT KS is pooled over all seeds' episodes (0 is "
-            "perfectly calibrated); env steps/s of the compiled training chunks."
+            "perfectly calibrated); diverged: seeds whose loss, predictions or returns are not "
+            "finite, left out of the aggregates; env steps/s of the compiled training segments."
         ),
         "",
         tables.cells_markdown(payload["cells"]),
@@ -69,9 +71,7 @@ def plot_learning_curves(cells: list[dict]) -> dict[str, bytes]:
         for cell in env_cells:
             steps = np.asarray(cell["curve"]["env_steps"])
             curve = np.asarray(cell["curve"]["eval_return"], dtype=float)  # [S, T]
-            points = [
-                stats.aggregate(curve[:, t], num_resamples=500)["iqm"] for t in range(len(steps))
-            ]
+            points = [_curve_point(curve[:, t]) for t in range(len(steps))]
             mid = [p["value"] for p in points]
             ax.plot(steps, mid, label=cell["spec"]["agent"])
             ax.fill_between(
@@ -86,6 +86,14 @@ def plot_learning_curves(cells: list[dict]) -> dict[str, bytes]:
     return out
 
 
+def _curve_point(values: np.ndarray) -> dict:
+    """IQM and CI over the seeds whose value is finite (diverged seeds are left out)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    return stats.aggregate(finite, num_resamples=500)["iqm"]
+
+
 def _step_cdf(locs, probs):
     order = np.argsort(locs)
     return np.asarray(locs)[order], np.cumsum(np.asarray(probs)[order])
@@ -96,8 +104,11 @@ def plot_calibration(cell: dict) -> bytes:
     plt = figure()
     calib = cell["calibration"]
     fig, (ax_cdf, ax_pit) = plt.subplots(1, 2, figsize=(10, 3.8))
-    x, f = _step_cdf(calib["example_prediction"]["locs"], calib["example_prediction"]["probs"])
-    ax_cdf.step(x, f, where="post", label=f"{cell['spec']['agent']} prediction")
+    if len(calib["example_prediction"]["locs"]):
+        x, f = _step_cdf(calib["example_prediction"]["locs"], calib["example_prediction"]["probs"])
+        ax_cdf.step(x, f, where="post", label=f"{cell['spec']['agent']} prediction")
+    else:
+        ax_cdf.set_title("every seed diverged")
     if calib.get("truth"):
         tx, tf = _step_cdf(calib["truth"]["locs"], calib["truth"]["probs"])
         ax_cdf.step(tx, tf, where="post", label="exact truth", color="black")
@@ -113,9 +124,10 @@ def plot_calibration(cell: dict) -> bytes:
     ax_cdf.set_xlabel("discounted return")
     ax_cdf.set_ylabel("CDF")
     ax_cdf.legend(fontsize=8)
-    hist = np.asarray(calib["pit_histogram"], dtype=float)
-    bins = len(hist)
-    ax_pit.bar((np.arange(bins) + 0.5) / bins, hist * bins, width=1.0 / bins, edgecolor="k")
+    hist = np.asarray(calib["pit_histogram"] or [], dtype=float)
+    bins = max(len(hist), 1)
+    if len(hist):
+        ax_pit.bar((np.arange(bins) + 0.5) / bins, hist * bins, width=1.0 / bins, edgecolor="k")
     ax_pit.axhline(1.0, color="red", linestyle="--", label="calibrated")
     ax_pit.set_xlabel("PIT value")
     ax_pit.set_ylabel("density")

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -72,31 +73,42 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def git_commit() -> str:
-    here = Path(__file__).resolve().parent
+def _git(folder: Path, *args: str) -> str | None:
+    """`git ARGS` run in `folder`: its stripped output, or None where git fails there."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", *args], cwd=folder, capture_output=True, text=True, timeout=5, check=False
         )
-        commit = out.stdout.strip()
-        if out.returncode != 0 or not commit:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _install_source() -> Path | None:
+    """The local folder distbench was pip-installed from (pip records it in direct_url.json),
+    so a non-editable install still finds its checkout; None otherwise."""
+    try:
+        text = importlib.metadata.distribution("distbench").read_text("direct_url.json")
+        url = json.loads(text or "{}").get("url", "")
+    except (importlib.metadata.PackageNotFoundError, json.JSONDecodeError):
+        return None
+    if not url.startswith("file://"):
+        return None
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+
+
+def git_commit() -> str:
+    """The commit of the code that runs ("-dirty" with uncommitted changes), read from the
+    checkout this module lives in or, for a non-editable install, the one it was installed
+    from; "unknown" where neither is a git checkout."""
+    for folder in (Path(__file__).resolve().parent, _install_source()):
+        if folder is None or not folder.is_dir():
+            continue
+        commit = _git(folder, "rev-parse", "HEAD")
+        if commit:
+            dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
+            return commit + ("-dirty" if dirty else "")
+    return "unknown"
 
 
 def metadata() -> dict[str, Any]:
@@ -141,8 +153,10 @@ def read_json(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, 
         raise ResultsError(
             f"results file {str(path)!r} is corrupt (not valid JSON: {err})"
         ) from None
-    if not isinstance(payload, dict) or "metadata" not in payload:
-        raise ResultsError(f"results file {str(path)!r} is not a distbench result (no metadata)")
+    if not isinstance(payload, dict) or not isinstance(payload.get("metadata"), dict):
+        raise ResultsError(
+            f"results file {str(path)!r} is not a distbench result (no metadata mapping)"
+        )
     version = payload["metadata"].get("schema_version")
     if version != SCHEMA_VERSION:
         raise ResultsError(
@@ -154,3 +168,29 @@ def read_json(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, 
             f"results file {str(path)!r} holds a {payload.get('kind')!r} result, expected {kind!r}"
         )
     return payload
+
+
+def _check_can_create_in(folder: Path, what: str) -> None:
+    """Create `folder` if needed and create (then remove) a file in it, or raise ResultsError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ResultsError(f"{what}: cannot write in {str(folder)!r} ({err.strerror})") from None
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Fail before any work when a result file cannot be written at `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{flag} {str(path)!r} is a directory; give a file path")
+    _check_can_create_in(path.parent, f"{flag} {str(path)!r}")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Fail before any work when results cannot be written into the folder `path`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResultsError(f"{flag} {str(path)!r} is a file; give a folder")
+    _check_can_create_in(path, f"{flag} {str(path)!r}")

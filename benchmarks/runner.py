@@ -5,9 +5,10 @@ every device, in chunks so progress and greedy evaluation happen between compile
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from agents.base import Agent
-from benchmarks.train import Evaluation, TrainConfig, make_train
+from benchmarks import seed_blocks
+from benchmarks.probe import make_probe
+from benchmarks.seed_blocks import map_seed_blocks, padded_seed_count
+from benchmarks.train import TrainConfig, Trainer, make_train
 
 
 def seed_keys(base_seed: int, seed_ids) -> jax.Array:
@@ -36,13 +40,15 @@ class SeedResults:
     train_returns: np.ndarray  # [S, num_evals] mean return of exploring episodes per chunk
     train_loss: np.ndarray  # [S, num_evals]
     compile_seconds: float
-    train_seconds: float  # compiled chunks only, excluding compile and evaluation
-    chunk_seconds: np.ndarray  # [num_evals] wall time of each compiled chunk
+    train_seconds: float  # compiled segments only, excluding compile and evaluation
+    segment_seconds: np.ndarray  # [num_segments] wall time of each compiled training segment
+    segment_env_steps: np.ndarray  # [num_segments] env steps per seed in each segment
+    probe_seconds: np.ndarray  # [num_segments] the reference probe's time, right after each
     eval_seconds: float
     env_steps: int  # per seed
     num_devices: int
     final_state: Any = None
-    # Compile time of each program (init, run_chunk, evaluate); compile_seconds is their sum
+    # Compile time of each program (init, run_segment, evaluate); compile_seconds is their sum
     # plus running init once.
     program_compile_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -56,15 +62,91 @@ def _mesh_sharding() -> NamedSharding:
     return NamedSharding(Mesh(np.array(jax.local_devices()), ("seeds",)), PartitionSpec("seeds"))
 
 
-def sharded_seed_keys(base_seed: int, seed_ids) -> tuple[jax.Array, NamedSharding]:
-    """The seeds' keys, padded to a multiple of the local device count by repeating the last
-    seed (callers drop the padded rows) and sharded over those devices; and that sharding."""
+def sharded_seed_keys(base_seed: int, seed_ids, block: int = 1) -> tuple[jax.Array, NamedSharding]:
+    """The seeds' keys, padded to whole blocks of `block` seeds on every local device by
+    repeating the last seed (callers drop the padded rows) and sharded over those devices; and
+    that sharding."""
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
     num_devices = jax.local_device_count()
-    padded = -(-len(seed_ids) // num_devices) * num_devices
+    padded = padded_seed_count(len(seed_ids), num_devices, block)
     padded_ids = np.concatenate([seed_ids, np.repeat(seed_ids[-1:], padded - len(seed_ids))])
     sharding = _mesh_sharding()
     return jax.device_put(seed_keys(base_seed, padded_ids), sharding), sharding
+
+
+class Programs(NamedTuple):
+    """The compiled programs of a run over blocks of seeds, and each one's compile seconds.
+    Each takes the same arguments as the trainer's function, with a leading seed axis."""
+
+    init: Any
+    run_segment: Any
+    evaluate: Any
+    fold_in: Any
+    compile_seconds: dict[str, float]
+
+
+def compile_programs(
+    trainer: Trainer, keys: jax.Array, sharding: NamedSharding, block: int
+) -> Programs:
+    """The trainer's functions over the sharded seed axis in blocks of `block` seeds per device
+    (`seed_blocks`), jitted, compiled and timed."""
+    seconds = {}
+    num_blocks = jnp.asarray(keys.shape[0] // (sharding.mesh.size * block), jnp.int32)
+
+    def compile_timed(name, fn, *args, donate=False, **block_args):
+        blocked = map_seed_blocks(fn, sharding, block, **block_args)
+        jitted = jax.jit(blocked, donate_argnums=(1,) if donate else ())
+        start = time.perf_counter()
+        compiled = jitted.lower(num_blocks, *args).compile()
+        seconds[name] = time.perf_counter() - start
+        return functools.partial(compiled, num_blocks)
+
+    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
+    init = compile_timed("init", trainer.init, keys, num_batched=1)
+    runner = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        jax.eval_shape(jax.vmap(trainer.init), keys),
+    )
+    index = jnp.asarray(0, jnp.int32)
+    run_segment = compile_timed(
+        "run_segment",
+        trainer.run_segment,
+        runner,
+        index,
+        index,
+        donate=True,
+        num_batched=1,
+        num_shared=2,
+        updates_first=True,
+    )
+    evaluate = compile_timed("evaluate", trainer.evaluate, runner, keys, num_batched=2)
+    return Programs(init, run_segment, evaluate, fold_in, seconds)
+
+
+class ChunkTiming(NamedTuple):
+    segment_seconds: list[float]
+    segment_iterations: list[int]
+    probe_seconds: list[float]
+
+
+def train_chunk(programs: Programs, runner, config: TrainConfig, chunk: int, probe):
+    """One chunk (the iterations between two evaluations) as separately timed segments, the
+    probe timed after each. Returns the runner, the chunk's summed SegmentLog and its timing."""
+    chunk_end = min((chunk + 1) * config.chunk_length, config.num_iterations)
+    timing = ChunkTiming([], [], [])
+    sums = None
+    for first in range(chunk * config.chunk_length, chunk_end, config.segment_length):
+        start = time.perf_counter()
+        runner, log = programs.run_segment(
+            runner, jnp.asarray(first, jnp.int32), jnp.asarray(chunk_end, jnp.int32)
+        )
+        jax.block_until_ready(runner)
+        timing.segment_seconds.append(time.perf_counter() - start)
+        timing.segment_iterations.append(min(config.segment_length, chunk_end - first))
+        timing.probe_seconds.append(probe())
+        log = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(log))
+        sums = log if sums is None else jax.tree.map(np.add, sums, log)
+    return runner, sums, timing
 
 
 def run_seeds(
@@ -80,63 +162,35 @@ def run_seeds(
 ) -> SeedResults:
     """Train seeds `seed_ids` in one compiled program; evaluate greedily after every chunk.
 
-    The seed axis is padded to a multiple of the device count (padded seeds are dropped) and
-    sharded over all devices. `progress(chunk_done, num_chunks, info)` is called between chunks.
+    The seed axis is padded to whole blocks of `config.seed_block` seeds per device (padded
+    seeds are dropped), sharded over all local devices and run block by block (`seed_blocks`),
+    so a seed's results do not depend on how many seeds run beside it.
+    `progress(chunk_done, num_chunks, info)` is called between chunks.
     """
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
     num_seeds = len(seed_ids)
     trainer = make_train(agent, env, env_params, config)
-    keys, sharding = sharded_seed_keys(base_seed, seed_ids)
-    num_devices = sharding.mesh.size
-    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
-    train_keys = fold_in(keys, jnp.asarray(0, jnp.uint32))
-    eval_keys = fold_in(keys, jnp.asarray(1, jnp.uint32))
-
-    # Every leaf of every input and output has the seed axis first: pin them all to the mesh,
-    # else XLA may replicate leaves that do not depend on the key (zero biases) and the next
-    # call would see other shardings than it was compiled for.
-    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    block = config.seed_block or seed_blocks.default_block_size(jax.default_backend())
+    keys, sharding = sharded_seed_keys(base_seed, seed_ids, block)
     compile_start = time.perf_counter()
-    program_compile_seconds = {}
-
-    def compile_timed(name, jitted, *args):
-        start = time.perf_counter()
-        compiled = jitted.lower(*args).compile()
-        program_compile_seconds[name] = time.perf_counter() - start
-        return compiled
-
-    init = jax.jit(jax.vmap(trainer.init), in_shardings=sharding, out_shardings=sharding)
-    init = compile_timed("init", init, train_keys)
-    runner = init(train_keys)
-    chunk_index = jnp.asarray(0, jnp.int32)
-    run_chunk = jax.jit(
-        jax.vmap(trainer.run_chunk, in_axes=(0, None)),
-        in_shardings=(sharding, replicated),
-        out_shardings=sharding,
-        donate_argnums=0,
-    )
-    run_chunk = compile_timed("run_chunk", run_chunk, runner, chunk_index)
-    evaluate = jax.jit(jax.vmap(trainer.evaluate), in_shardings=sharding, out_shardings=sharding)
-    evaluate = compile_timed("evaluate", evaluate, runner, eval_keys)
-    jax.block_until_ready(runner)
+    programs = compile_programs(trainer, keys, sharding, block)
+    train_keys = programs.fold_in(keys, jnp.asarray(0, jnp.uint32))
+    eval_keys = programs.fold_in(keys, jnp.asarray(1, jnp.uint32))
+    runner = jax.block_until_ready(programs.init(train_keys))
+    probe = make_probe(sharding)
     compile_seconds = time.perf_counter() - compile_start
 
-    chunk_seconds = []
+    timings, logs, evaluations = [], [], []
     eval_seconds = 0.0
-    evaluations: list[Evaluation] = []
-    logs = []
     for chunk in range(config.num_evals):
+        runner, log, timing = train_chunk(programs, runner, config, chunk, probe)
         start = time.perf_counter()
-        runner, log = run_chunk(runner, jnp.asarray(chunk, jnp.int32))
-        jax.block_until_ready(runner)
-        chunk_seconds.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        evaluation = jax.device_get(
-            evaluate(runner, fold_in(eval_keys, jnp.asarray(chunk, jnp.uint32)))
-        )
+        chunk_key = programs.fold_in(eval_keys, jnp.asarray(chunk, jnp.uint32))
+        evaluation = jax.device_get(programs.evaluate(runner, chunk_key))
         eval_seconds += time.perf_counter() - start
+        timings.append(timing)
+        logs.append(log)
         evaluations.append(evaluation)
-        logs.append(jax.device_get(log))
         if progress is not None:
             progress(
                 chunk + 1,
@@ -147,6 +201,10 @@ def run_seeds(
     def stack(values, axis=1):
         return np.stack([np.asarray(v)[:num_seeds] for v in values], axis=axis)
 
+    def flat(field):
+        return np.asarray([x for timing in timings for x in getattr(timing, field)])
+
+    segment_seconds = flat("segment_seconds")
     final = evaluations[-1]
     eval_steps = np.minimum(
         (np.arange(1, config.num_evals + 1) * config.chunk_length) * config.num_envs,
@@ -158,15 +216,17 @@ def run_seeds(
         eval_returns=stack([e.returns for e in evaluations]),
         eval_discounted=stack([e.discounted_returns for e in evaluations]),
         final={k: np.asarray(v)[:num_seeds] for k, v in final._asdict().items()},
-        train_returns=stack([log.mean_episode_return for log in logs]),
-        train_loss=stack([log.mean_loss for log in logs]),
+        train_returns=stack([log.return_sum / np.maximum(log.episodes, 1.0) for log in logs]),
+        train_loss=stack([log.loss_sum / np.maximum(log.iterations, 1.0) for log in logs]),
         compile_seconds=compile_seconds,
-        train_seconds=float(np.sum(chunk_seconds)),
-        chunk_seconds=np.asarray(chunk_seconds),
+        train_seconds=float(np.sum(segment_seconds)),
+        segment_seconds=segment_seconds,
+        segment_env_steps=flat("segment_iterations") * config.num_envs,
+        probe_seconds=flat("probe_seconds"),
         eval_seconds=eval_seconds,
         env_steps=config.num_iterations * config.num_envs,
-        num_devices=num_devices,
-        program_compile_seconds=program_compile_seconds,
+        num_devices=sharding.mesh.size,
+        program_compile_seconds=programs.compile_seconds,
         final_state=(
             jax.tree.map(lambda x: np.asarray(x)[:num_seeds], jax.device_get(runner.agent_state))
             if keep_state

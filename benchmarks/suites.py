@@ -15,9 +15,10 @@ from typing import Any
 import agents
 import envs
 from agents.base import ConfigError
+from benchmarks import cell as cells
 from benchmarks import distributed
 from benchmarks import results as results_io
-from benchmarks.cell import CellSpec, run_cell
+from benchmarks.cell import CellSpec
 from benchmarks.train import TrainConfig
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -47,9 +48,14 @@ def names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
-def _line_of(text: str, key: str) -> str:
-    """'line N' of the first occurrence of `key` in the TOML text, for error messages."""
-    for number, line in enumerate(text.splitlines(), 1):
+def _line_of(text: str, key: str, section: str | None = None) -> str:
+    """'line N' of the first occurrence of `key` in the TOML text (after the first mention of
+    `section`, where given), for error messages."""
+    lines = text.splitlines()
+    start = 0
+    if section is not None:
+        start = next((i for i, line in enumerate(lines) if section in line), 0)
+    for number, line in enumerate(lines[start:], start + 1):
         if re.search(rf'(^|[\s."\[]){re.escape(key)}(["\]\s=.]|$)', line):
             return f"line {number}"
     return "unknown line"
@@ -70,8 +76,8 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"suite file {path.name} is not valid TOML: {err}") from None
 
-    def fail(key: str, message: str):
-        raise SuiteError(f"{path.name} ({_line_of(text, key)}): {message}")
+    def fail(key: str, message: str, section: str | None = None):
+        raise SuiteError(f"{path.name} ({_line_of(text, key, section)}): {message}")
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -80,7 +86,7 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
     if kind not in KINDS:
         fail("kind", f"kind={kind!r}; valid: {', '.join(KINDS)}")
     suite_seeds = seeds if seeds is not None else data.get("seeds", 8)
-    if not isinstance(suite_seeds, int) or suite_seeds < 1:
+    if not isinstance(suite_seeds, int) or isinstance(suite_seeds, bool) or suite_seeds < 1:
         if seeds is not None:
             raise ConfigError(f"--seeds={seeds} must be >= 1")
         fail("seeds", f"seeds={suite_seeds!r} must be an integer >= 1")
@@ -99,6 +105,9 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
     for agent in agent_names:
         if agent not in agents.names():
             fail(agent, f"unknown agent {agent!r}; valid: {', '.join(agents.names())}")
+    duplicated = sorted({a for a in agent_names if agent_names.count(a) > 1})
+    if duplicated:
+        fail("agents", f"agents lists {duplicated[0]!r} more than once; list each agent once")
     common_agent = data.get("agent", {})
     common_train = dict(data.get("train", {}))
     if steps is not None:
@@ -146,6 +155,12 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
             except (ConfigError, envs.EnvError) as err:
                 fail(env_name, f"{agent} on {env_name}: {err}")
         env_seeds = seeds if seeds is not None else table.get("seeds", suite_seeds)
+        if not isinstance(env_seeds, int) or isinstance(env_seeds, bool) or env_seeds < 1:
+            fail(
+                "seeds",
+                f'envs."{env_name}" seeds={env_seeds!r} must be an integer >= 1',
+                section=env_name,
+            )
         cell_seeds += [env_seeds] * len(agent_names)
     return Suite(
         path.stem,
@@ -230,7 +245,7 @@ def run_suite(
             f"[{index}/{len(suite.cells)}] {spec.name}: {num_seeds} seeds x "
             f"{spec.train_config.total_steps:,} steps"
         )
-        record = run_cell(spec, seed_ids, base_seed=base_seed, show_progress=show_progress)
+        record = cells.run_cell(spec, seed_ids, base_seed=base_seed, show_progress=show_progress)
         if distributed.is_main_process():
             results_io.write_json(
                 path,

@@ -197,12 +197,15 @@ def markdown(payload: dict) -> str:
             "Ceiling: the loop with learning off and the learning step alone, combined "
             "(1 / (1/a + 1/b)), measured in the same run. Update MFLOP: one learning step of "
             "one seed as XLA's cost analysis counts it; learning GFLOP/s: that times the "
-            "learning-only run's learning steps per second, over all seeds."
+            "learning-only run's learning steps per second, over all seeds. XLA's count is of "
+            "the operations in the program, not of those a CPU executes: for elementwise-heavy "
+            "updates (EDRL's imputation) the rate can exceed the chip's float32 peak, so compare "
+            "it only between matmul-bound agents."
         ),
         "",
         (
             "| seeds | env steps/s | compile s | learning off | learning only | % of ceiling | "
-            "update MFLOP | learning GFLOP/s | state MB/seed | peak memory GB |"
+            "update MFLOP | learning GFLOP/s | state MiB/seed | peak memory GiB |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -246,6 +249,14 @@ def plot(payload: dict) -> bytes:
     return data
 
 
+def check_runnable(agent_name: str, env_name: str, overrides: dict) -> None:
+    """Fail fast (ConfigError / EnvError) on a bad name or value, or an env no agent can run
+    (continuous actions), before any seed count is measured."""
+    agents.make_config(agent_name, **overrides)
+    env, params = envs.make(env_name)
+    env_spec(env, params)
+
+
 def run(
     agent_name: str,
     env_name: str,
@@ -254,8 +265,7 @@ def run(
     overrides: dict,
     out_dir: str | Path,
 ) -> dict:
-    agents.make_config(agent_name, **overrides)  # fail fast on a bad name or value
-    envs.make(env_name)
+    check_runnable(agent_name, env_name, overrides)
     rows = sweep(agent_name, env_name, seed_counts, steps, overrides)
     payload = {
         "kind": "throughput",

@@ -15,6 +15,10 @@ import jax.numpy as jnp
 from agents.base import Agent, ConfigError, EnvSpec, Transition, require
 from agents.common import at_actions
 
+# Throughput samples per run: with n paired samples the one-sided signed-rank test can reach
+# p = 2^-n at best, so 20 leave room for a Holm correction over a suite's many tests.
+MIN_TIMED_SEGMENTS = 20
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -25,6 +29,9 @@ class TrainConfig:
     num_evals: int = 10  # greedy evaluations, evenly spaced; the loop runs in this many chunks
     eval_episodes: int = 16  # greedy episodes per evaluation
     max_eval_steps: int = 10_000  # cap on an evaluation episode when the env has no time limit
+    # Seeds per compiled block on each device (0: the platform's default, see seed_blocks). A
+    # seed's results are bit-identical across runs with the same block size.
+    seed_block: int = 0
 
     def validate(self) -> None:
         require(self.total_steps >= 1, f"steps={self.total_steps} must be >= 1")
@@ -32,6 +39,7 @@ class TrainConfig:
         require(self.num_evals >= 1, f"num_evals={self.num_evals} must be >= 1")
         require(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes} must be >= 1")
         require(self.max_eval_steps >= 1, f"max_eval_steps={self.max_eval_steps} must be >= 1")
+        require(self.seed_block >= 0, f"seed_block={self.seed_block} must be >= 0 (0: default)")
 
     @property
     def num_iterations(self) -> int:
@@ -40,7 +48,19 @@ class TrainConfig:
 
     @property
     def chunk_length(self) -> int:
+        """Iterations between two evaluations."""
         return math.ceil(self.num_iterations / self.num_evals)
+
+    @property
+    def segments_per_chunk(self) -> int:
+        """Each chunk runs as this many separately timed calls, so a run has at least
+        MIN_TIMED_SEGMENTS throughput samples whatever its number of evaluations."""
+        return min(math.ceil(MIN_TIMED_SEGMENTS / self.num_evals), self.chunk_length)
+
+    @property
+    def segment_length(self) -> int:
+        """Iterations per compiled call (the chunk's last segment may run fewer)."""
+        return math.ceil(self.chunk_length / self.segments_per_chunk)
 
 
 class Runner(NamedTuple):
@@ -51,12 +71,14 @@ class Runner(NamedTuple):
     key: jax.Array
 
 
-class ChunkLog(NamedTuple):
-    """Per-chunk training statistics of one seed (scalars)."""
+class SegmentLog(NamedTuple):
+    """Training statistics of one seed over one segment (scalar sums; the host adds segments
+    up to a chunk and divides)."""
 
-    episodes: jnp.ndarray  # episodes completed in the chunk
-    mean_episode_return: jnp.ndarray  # of the completed training (exploring) episodes
-    mean_loss: jnp.ndarray
+    iterations: jnp.ndarray  # loop iterations that ran (the last segment may stop early)
+    episodes: jnp.ndarray  # episodes completed
+    return_sum: jnp.ndarray  # summed returns of the completed training (exploring) episodes
+    loss_sum: jnp.ndarray  # summed per-iteration losses
 
 
 class Evaluation(NamedTuple):
@@ -67,6 +89,9 @@ class Evaluation(NamedTuple):
     lengths: jnp.ndarray
     start_locs: jnp.ndarray  # [E, n] predicted return atoms at the start state, greedy action
     start_probs: jnp.ndarray
+    # [E] int32: the greedy action taken at the start state, whose law start_locs predicts;
+    # calibration scores each episode against the true law of this action.
+    start_actions: jnp.ndarray
 
 
 def env_spec(env, env_params) -> EnvSpec:
@@ -85,7 +110,8 @@ class Trainer(NamedTuple):
     """Pure per-seed functions; `run_seeds` vmaps and jits them."""
 
     init: Callable[[jax.Array], Runner]
-    run_chunk: Callable[[Runner, jnp.ndarray], tuple[Runner, ChunkLog]]
+    # run_segment(runner, first, end): iterations first, first+1, ... below end.
+    run_segment: Callable[[Runner, jnp.ndarray, jnp.ndarray], tuple[Runner, SegmentLog]]
     evaluate: Callable[[Runner, jax.Array], Evaluation]
     config: TrainConfig
 
@@ -109,11 +135,10 @@ def make_train(agent: Agent, env, env_params, config: TrainConfig) -> Trainer:
             key,
         )
 
-    def iteration(carry, iteration_index):
-        runner, episodes, return_sum, loss_sum = carry
+    def iteration(carry, iteration_index, end):
         step = iteration_index * num_envs  # global env-step count, unbatched across seeds
 
-        def advance(runner, episodes, return_sum, loss_sum):
+        def advance(runner, iterations, episodes, return_sum, loss_sum):
             key, act_key, env_key, update_key = jax.random.split(runner.key, 4)
             action = agent.act(runner.agent_state, runner.obs, act_key, step, True)
             next_obs, env_state, reward, terminated, truncated, info = step_envs(
@@ -134,38 +159,25 @@ def make_train(agent: Agent, env, env_params, config: TrainConfig) -> Trainer:
             )
             return (
                 runner,
+                iterations + 1.0,
                 episodes + jnp.sum(done),
                 return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
                 loss_sum + metrics["loss"],
             )
 
-        # The last chunk may overrun total_steps: those iterations are skipped (a real branch,
-        # since the predicate is the same for every seed).
-        carry = jax.lax.cond(
-            iteration_index < config.num_iterations,
-            advance,
-            lambda *c: c,
-            runner,
-            episodes,
-            return_sum,
-            loss_sum,
-        )
+        # The last segment of a chunk may overrun the chunk's end (or total_steps): those
+        # iterations are skipped (a real branch, since the predicate is the same for every seed).
+        carry = jax.lax.cond(iteration_index < end, advance, lambda *c: c, *carry)
         return carry, None
 
-    def run_chunk(runner: Runner, chunk_index: jnp.ndarray) -> tuple[Runner, ChunkLog]:
-        first = chunk_index * config.chunk_length
+    def run_segment(runner: Runner, first: jnp.ndarray, end: jnp.ndarray):
         zero = jnp.zeros((), jnp.float32)
-        (runner, episodes, return_sum, loss_sum), _ = jax.lax.scan(
-            iteration,
-            (runner, zero, zero, zero),
-            first + jnp.arange(config.chunk_length),
+        (runner, *sums), _ = jax.lax.scan(
+            lambda carry, i: iteration(carry, i, end),
+            (runner, zero, zero, zero, zero),
+            first + jnp.arange(config.segment_length),
         )
-        log = ChunkLog(
-            episodes=episodes,
-            mean_episode_return=return_sum / jnp.maximum(episodes, 1.0),
-            mean_loss=loss_sum / config.chunk_length,
-        )
-        return runner, log
+        return runner, SegmentLog(*sums)
 
     max_steps = int(getattr(env_params, "max_steps_in_episode", config.max_eval_steps))
     max_steps = min(max_steps, config.max_eval_steps)
@@ -214,6 +226,8 @@ def make_train(agent: Agent, env, env_params, config: TrainConfig) -> Trainer:
             first_action,
         )
         _, _, _, _, ret, disc_ret, _, length, _ = jax.lax.while_loop(cond, body, carry)
-        return Evaluation(ret, disc_ret, length, start_locs, start_probs)
+        return Evaluation(
+            ret, disc_ret, length, start_locs, start_probs, first_action.astype(jnp.int32)
+        )
 
-    return Trainer(init, run_chunk, evaluate, config)
+    return Trainer(init, run_segment, evaluate, config)

@@ -52,6 +52,15 @@ from benchmarks.cli import main
         (["throughput", "--seeds", "1,x"], "comma-separated integers"),
         (["throughput", "--seeds", "0"], "seed counts >= 1"),
         (["throughput", "--agent", "nope", "--seeds", "1"], "unknown agent 'nope'"),
+        (["throughput", "--env", "Pendulum-v1", "--seeds", "1"], "continuous action space"),
+        (
+            ["train", "--agent", "dqn", "--env", "CartPole-v1", "--set", "learning_rate=inf"],
+            "learning_rate='inf' is not a finite number",
+        ),
+        (
+            ["train", "--agent", "c51", "--env", "CartPole-v1", "--set", "v_max=nan"],
+            "v_max='nan' is not a finite number",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(argv, fragment, capsys):
@@ -66,6 +75,9 @@ def test_list_names_agents_envs_and_suites(capsys):
     out = capsys.readouterr().out
     for name in ("c51", "qrdqn", "CartPole-v1", "VariableMagnitude-mouse", "quick"):
         assert name in out
+    # What cannot be trained, and what population_td is for, is said.
+    assert "Pendulum-v1 (continuous: no)" in out and "CartPole-v1 (" not in out
+    assert "population_td (tabular dopamine model, for the *-mouse tasks)" in out
 
 
 def test_train_prints_table_and_writes_json_with_per_seed_values(tmp_path, capsys):
@@ -106,7 +118,7 @@ def test_train_prints_table_and_writes_json_with_per_seed_values(tmp_path, capsy
     assert cell["spec"]["agent_config"]["learning_starts"] == 100
     throughput = cell["throughput"]
     programs = throughput["compile_seconds_by_program"]
-    assert sorted(programs) == ["evaluate", "init", "run_chunk"]
+    assert sorted(programs) == ["evaluate", "init", "run_segment"]
     assert all(t > 0 for t in programs.values())
     assert sum(programs.values()) <= throughput["compile_seconds"]
     meta = payload["metadata"]

@@ -14,15 +14,14 @@ def _payload(rng, *, suite="ci", return_scale=1.0, w1_scale=1.0, speed_scale=1.0
         cells.append(
             {
                 "spec": {"agent": agent, "env": "CartPole-v1"},
+                "seed_ids": list(range(seeds)),
                 "per_seed": {
                     "return": (rng.normal(200.0, 20.0, seeds) * return_scale).tolist(),
                     "wasserstein1": (rng.gamma(4.0, 1.0, seeds) * w1_scale).tolist(),
                     "ks": rng.uniform(0.1, 0.3, seeds).tolist(),
                 },
                 "throughput": {
-                    "chunk_env_steps_per_second": (
-                        rng.normal(50_000, 2_000, 10) * speed_scale
-                    ).tolist()
+                    "env_steps_per_probe_call": (rng.normal(500.0, 20.0, 20) * speed_scale).tolist()
                 },
             }
         )
@@ -46,7 +45,7 @@ def test_seed_noise_alone_is_not_a_regression(seed):
     [
         ({"return_scale": 0.75}, "return"),
         ({"w1_scale": 2.0}, "W1"),
-        ({"speed_scale": 0.5}, "env steps/s"),
+        ({"speed_scale": 0.5}, "throughput"),
     ],
 )
 def test_planted_regression_is_flagged(kwargs, metric):
@@ -81,7 +80,7 @@ def test_different_suites_refuse_to_compare(tmp_path, capsys):
     rng = np.random.default_rng(3)
     write_json(tmp_path / "a.json", _payload(rng, suite="ci"))
     write_json(tmp_path / "b.json", _payload(rng, suite="quick"))
-    with pytest.raises(ResultsError, match="different suites"):
+    with pytest.raises(ResultsError, match="different suites"):  # CompareError is one
         compare.run(str(tmp_path / "a.json"), str(tmp_path / "b.json"))
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     assert "different suites: 'ci' vs 'quick'" in capsys.readouterr().err
@@ -99,4 +98,4 @@ def test_missing_cells_are_reported():
     new = _payload(rng)
     new["cells"] = new["cells"][:1]
     outcome = compare.compare(_payload(rng), new)
-    assert outcome["missing_in_new"] == ["c51/CartPole-v1"]
+    assert compare.outcome_summary(outcome) == [("c51/CartPole-v1", "cell")]

@@ -180,7 +180,7 @@ class TestIdentitiesAndEdgeCases:
         np.testing.assert_allclose(got["crps"], 2.0, rtol=1e-6)
 
     def test_expectile_residual_vanishes_at_the_mouse_task_expectiles(self):
-        # SCIENCE.md section 4: reward distribution and its expectiles, given to 3 decimals.
+        # docs/science.md section 4: reward distribution and its expectiles, given to 3 decimals.
         rewards = np.array([0.1, 0.3, 1.2, 2.5, 5.0, 10.0, 20.0])
         frequencies = np.array([0.0661, 0.0909, 0.1485, 0.1549, 0.3116, 0.1510, 0.0771])
         taus = np.array([0.05, 0.25, 0.5, 0.75, 0.95])

@@ -132,3 +132,41 @@ class TestRegressionTest:
         ]
         result = stats.regression_test(baseline, new, higher_is_better=False, min_abs_effect=0.01)
         assert not result["significant_regression"]
+
+
+def test_holm_rejects_step_down_by_hand():
+    # Sorted: 0.005 < 0.05/4, 0.01 < 0.05/3, 0.03 >= 0.05/2 stops; 0.04 is not reached.
+    rejected = stats.holm_thresholds([0.01, 0.04, 0.03, 0.005], 0.05)
+    assert rejected.tolist() == [True, False, False, True]
+    assert stats.holm_thresholds([0.02, 0.001], 0.01).tolist() == [False, True]
+
+
+def test_signed_rank_smallest_p_and_zero_differences():
+    assert stats.signed_rank_p_value(-np.arange(1, 11), alternative="less") == pytest.approx(
+        stats.smallest_signed_rank_p(10)
+    )
+    assert stats.signed_rank_p_value(np.zeros(8), alternative="less") == 1.0
+    # Zeros carry no evidence: the same p as without them.
+    with_zeros = stats.signed_rank_p_value([-3, -2, -1, 0, 0, 1], alternative="less")
+    assert with_zeros == stats.signed_rank_p_value([-3, -2, -1, 1], alternative="less")
+
+
+def test_detectable_shift_has_its_power_between_independent_draws():
+    """The stated shift is detected about 80% of the time by the one-sided signed-rank test."""
+    rng = np.random.default_rng(0)
+    num_pairs, alpha = 40, 0.01
+    shift = stats.detectable_shift(1.0, num_pairs, alpha)
+    hits = [
+        stats.signed_rank_p_value(
+            rng.normal(0, 1, num_pairs) - shift - rng.normal(0, 1, num_pairs), alternative="less"
+        )
+        < alpha
+        for _ in range(400)
+    ]
+    assert 0.72 <= np.mean(hits) <= 0.88
+
+
+def test_robust_spread_is_the_standard_deviation_of_normal_values():
+    values = np.random.default_rng(1).normal(3.0, 2.0, 20_000)
+    assert stats.robust_spread(values) == pytest.approx(2.0, rel=0.03)
+    assert stats.robust_spread([1.0, 1.0, 1.0, 5.0]) > 0

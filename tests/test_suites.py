@@ -70,6 +70,19 @@ def test_layers_of_agent_overrides(tmp_path):
         (lambda t: t.replace('"OneStepReward"', '"NoSuchEnv"'), "unknown environment 'NoSuchEnv'"),
         (lambda t: t.replace("probs = [0.5, 0.5]", "probs = [0.5, 0.6]"), "probs"),
         (lambda t: t.replace("[train]", "[train"), "not valid TOML"),
+        (
+            lambda t: t.replace("params = {", 'seeds = "abc"\nparams = {'),
+            "line 22): envs.\"OneStepReward\" seeds='abc' must be an integer >= 1",
+        ),
+        (
+            lambda t: t.replace("params = {", "seeds = 0\nparams = {"),
+            'line 22): envs."OneStepReward" seeds=0 must be an integer >= 1',
+        ),
+        (
+            lambda t: t.replace('["dqn", "qrdqn"]', '["dqn", "qrdqn", "dqn"]'),
+            "line 4): agents lists 'dqn' more than once",
+        ),
+        (lambda t: t.replace("seeds = 2", "seeds = true"), "line 3): seeds=True must be"),
     ],
 )
 def test_malformed_suite_names_key_and_line(tmp_path, edit, fragment):
@@ -88,7 +101,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, monkeypatch):
     uninterrupted = suites.run_suite(suite, tmp_path / "a", show_progress=False, log=lambda m: None)
 
     calls = []
-    real_run_cell = suites.run_cell
+    real_run_cell = suites.cells.run_cell
 
     def dies_on_second_cell(spec, *args, **kwargs):
         calls.append(spec.agent)
@@ -96,7 +109,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_run_cell(spec, *args, **kwargs)
 
-    monkeypatch.setattr(suites, "run_cell", dies_on_second_cell)
+    monkeypatch.setattr(suites.cells, "run_cell", dies_on_second_cell)
     with pytest.raises(KeyboardInterrupt):
         suites.run_suite(suite, tmp_path / "b", show_progress=False, log=lambda m: None)
     assert not (tmp_path / "b" / "results.json").exists()
@@ -105,7 +118,9 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, monkeypatch):
 
     calls.clear()
     monkeypatch.setattr(
-        suites, "run_cell", lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1]
+        suites.cells,
+        "run_cell",
+        lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1],
     )
     resumed = suites.run_suite(suite, tmp_path / "b", show_progress=False, log=lambda m: None)
     assert calls == ["qrdqn"]  # the finished dqn cell was kept, not rerun
@@ -173,9 +188,11 @@ def test_rerun_runs_finished_cells_again_and_kept_cells_name_their_commit(tmp_pa
     path.write_text(json.dumps(record))
 
     calls, logs = [], []
-    real_run_cell = suites.run_cell
+    real_run_cell = suites.cells.run_cell
     monkeypatch.setattr(
-        suites, "run_cell", lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1]
+        suites.cells,
+        "run_cell",
+        lambda *a, **k: (calls.append(a[0].agent), real_run_cell(*a, **k))[1],
     )
     suites.run_suite(suite, out, show_progress=False, log=logs.append)
     assert calls == []

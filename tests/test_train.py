@@ -65,21 +65,23 @@ def test_different_seeds_really_differ():
     assert len(set(np.round(losses, 6).tolist())) == 3
 
 
-def test_training_chunk_is_traced_once():
+def test_training_segment_is_traced_once():
     agent = agents.make("dqn", **SMALL)
     env, params = _cartpole()
     config = TrainConfig(total_steps=1_000, num_envs=4, num_evals=4)
     trainer = make_train(agent, env, params, config)
     traces = []
 
-    def counted(runner, chunk_index):
-        traces.append(chunk_index)
-        return trainer.run_chunk(runner, chunk_index)
+    def counted(runner, first, end):
+        traces.append(first)
+        return trainer.run_segment(runner, first, end)
 
-    run_chunk = jax.jit(jax.vmap(counted, in_axes=(0, None)))
+    run_segment = jax.jit(jax.vmap(counted, in_axes=(0, None, None)))
     runner = jax.jit(jax.vmap(trainer.init))(seed_keys(0, [0, 1]))
     for chunk in range(config.num_evals):
-        runner, _ = run_chunk(runner, jnp.asarray(chunk, jnp.int32))
+        end = jnp.asarray(min((chunk + 1) * config.chunk_length, config.num_iterations))
+        for first in range(chunk * config.chunk_length, int(end), config.segment_length):
+            runner, _ = run_segment(runner, jnp.asarray(first, jnp.int32), end)
     jax.block_until_ready(runner)
     assert len(traces) == 1
 
