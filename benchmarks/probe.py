@@ -1,8 +1,8 @@
 """A fixed reference program timed beside training, so throughput compares across machines.
 
 A baseline committed from one machine gates CI runners of other speeds: each timed segment of
-training is followed by one call of this probe, and `compare` tests training's rate divided by
-the probe's rate measured next to it. The probe is a small MLP's gradient steps, vmapped and
+training is followed by the probe, run for a tenth of the segment's time, and `compare` tests
+training's rate divided by the probe's rate measured next to it. The probe is a small MLP's gradient steps, vmapped and
 sharded like the seeds, so it uses the devices as training does.
 """
 
@@ -44,9 +44,16 @@ def make_probe(sharding: NamedSharding) -> Callable[[], float]:
     run = run.lower(weights, inputs).compile()
     jax.block_until_ready(run(weights, inputs))
 
-    def timed() -> float:
-        start = time.perf_counter()
-        jax.block_until_ready(run(weights, inputs))
-        return time.perf_counter() - start
+    def timed(min_seconds: float = 0.0) -> float:
+        """Seconds per call, averaged over calls repeated for at least `min_seconds`: a probe
+        as long as a fair share of the segment it follows sees the same contention for the
+        machine, where one short call may slip between another process's time slices."""
+        calls, start = 0, time.perf_counter()
+        while True:
+            jax.block_until_ready(run(weights, inputs))
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                return elapsed / calls
 
     return timed

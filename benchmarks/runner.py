@@ -123,6 +123,10 @@ def compile_programs(
     return Programs(init, run_segment, evaluate, fold_in, seconds)
 
 
+# The probe after each segment runs for this fraction of the segment's time.
+PROBE_FRACTION = 0.1
+
+
 class ChunkTiming(NamedTuple):
     segment_seconds: list[float]
     segment_iterations: list[int]
@@ -143,7 +147,7 @@ def train_chunk(programs: Programs, runner, config: TrainConfig, chunk: int, pro
         jax.block_until_ready(runner)
         timing.segment_seconds.append(time.perf_counter() - start)
         timing.segment_iterations.append(min(config.segment_length, chunk_end - first))
-        timing.probe_seconds.append(probe())
+        timing.probe_seconds.append(probe(PROBE_FRACTION * timing.segment_seconds[-1]))
         log = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(log))
         sums = log if sums is None else jax.tree.map(np.add, sums, log)
     return runner, sums, timing
