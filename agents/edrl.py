@@ -1,5 +1,13 @@
 """EDRL / ER-DQN (Rowland et al. 2019): K expectiles per action trained by expectile regression
 on targets *imputed* from the next state's expectiles (no mixing of statistics and samples).
+
+The imputation runs in every update, so it must be cheap, and its error must not compound:
+each backup's target inherits whatever the imputed samples get wrong, and a chain of backups
+adds those errors up. The default start (`imputation_init="partial_moments"`) reads the upper
+partial moments E[(X - e_k)_+] the expectiles fix and places the M samples cell by cell
+between the expectiles, which is exact whenever M equal-weight samples can match them; two
+Gauss-Newton steps polish what rounding to whole samples leaves. The Gaussian start it
+replaces left two-point and skewed laws several % of the spread off per backup.
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ class Config(ValueConfig):
     num_expectiles: int = 11
     num_imputed_samples: int = 0  # M samples imputed per next state; 0 means M = K
     imputation_iterations: int = 2  # fixed iterations of each imputation stage (jit-friendly)
-    # Start of the per-update imputation: the closed-form Gaussian fit costs a fraction of the
-    # max-entropy solve, and the Gauss-Newton polish makes up most of the difference.
-    imputation_init: str = "gaussian"
+    # Start of the per-update imputation: the near-exact closed form from the expectiles'
+    # partial moments (see the module docstring); "gaussian" and "max_entropy" are the others.
+    imputation_init: str = "partial_moments"
     imputation_grid: int = 32  # grid points of the max-entropy initialisation
     distribution_samples: int = 51  # samples `distribution` imputes for the reported atoms
 

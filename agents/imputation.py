@@ -1,6 +1,9 @@
 """Imputation: samples whose expectiles are given ones, and exact expectiles of weighted atoms.
 
 Shared by EDRL (targets imputed from next-state expectiles) and the dopamine decoding analysis.
+Decoding starts from a smooth maximum-entropy fit; EDRL's per-update targets start from a
+closed form built on the upper partial moments the expectiles fix, near-exact and cheap, so
+that errors do not pile up over repeated backups. Both are polished by Gauss-Newton.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import jax.scipy.stats
 # Step sizes tried along each Newton / Gauss-Newton direction; 0 keeps the iterate, so neither
 # stage can ever make its objective worse.
 _STEP_SIZES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
+# From the near-exact partial-moment start the polish needs only these: shorter steps changed
+# no fit in our checks (chained backups, noisy expectiles), and each candidate costs a residual
+# evaluation, the bulk of a Gauss-Newton step.
+_POLISH_STEP_SIZES = (1.0, 0.5, 0.0)
 # The max-entropy dual starts heavily regularised (robust when the expectiles are inconsistent)
 # and the regulariser halves every iteration down to a floor that barely biases exact inputs.
 _DUAL_RIDGE_START = 1e-3
@@ -88,7 +95,7 @@ def imputation_loss(
 
 
 # Starting points of the Gauss-Newton polish (`impute_samples`' `init`).
-INITS = ("max_entropy", "gaussian")
+INITS = ("max_entropy", "gaussian", "partial_moments")
 
 
 @functools.partial(
@@ -121,11 +128,18 @@ def impute_samples(
     2. Polish: projected Gauss-Newton on r(x) (minimum-norm step, variables at a bound that the
        step would push outwards are frozen, best of a few step sizes), which removes the
        discretisation error of stage 1.
-    With init="gaussian" stage 1 is replaced by a closed form, the Gaussian whose expectiles
-    best fit e in least squares (its quantiles at (i - 1/2)/M), which costs about one residual
-    evaluation instead of num_iterations Newton steps on the grid. It is exact for Gaussians and
-    a few Gauss-Newton steps fix skewed or multimodal inputs less completely than the maximum-
-    entropy start does: meant for per-update imputation (EDRL targets), not for decoding.
+    With init="partial_moments" stage 1 is a closed form that is exact whenever M equal-weight
+    samples can be (`_partial_moment_samples`): each expectile fixes the upper partial moment
+    E[(X - e_k)_+], and choosing how many samples lie above each e_k then fixes how many
+    samples, and with what sum, each cell between consecutive expectiles holds. What is left
+    (counts that must be rounded, inconsistent inputs) is small and a couple of Gauss-Newton
+    steps polish it. It costs a few residual evaluations, and with only two iterations it keeps
+    the expectiles through chained imputations (each backup imputes from the last one's
+    expectiles) where the other starts drift: meant for per-update imputation (EDRL targets).
+    With init="gaussian" stage 1 is the Gaussian whose expectiles best fit e in least squares
+    (its quantiles at (i - 1/2)/M), cheaper still; it is exact for Gaussians only, and a few
+    Gauss-Newton steps leave skewed, multimodal and two-point inputs several % of the spread
+    off, an error that repeated backups compound.
     The convex stage makes random restarts unnecessary; with `key` and `num_starts` > 1 the
     remaining starts are uniform random samples in [lo, hi], polished, and the start with the
     lowest L is kept (the restart scheme of the paper's analysis).
@@ -136,7 +150,8 @@ def impute_samples(
     reward or return range when it is known: decoding is markedly better with it.
 
     Cost per distribution and iteration: O(K^2 num_grid + K^3) for stage 1 and
-    O(K^2 M + K^3) for stage 2. Inputs get no gradient: imputed samples are targets.
+    O(K^2 M + K^3) for stage 2; the partial-moment start is O(K^2 + K M) once, a fraction of
+    one Gauss-Newton step. Inputs get no gradient: imputed samples are targets.
 
     Args:
       expectiles: [..., K] expectiles (any order).
@@ -145,9 +160,10 @@ def impute_samples(
       bounds: (lo, hi), scalars or arrays of the batch shape [...].
       margin: widening of the default range, in units of the expectiles' spread.
       num_iterations: iterations of each stage.
-      num_grid: grid points of stage 1 (unused with init="gaussian").
+      num_grid: grid points of stage 1 (init="max_entropy" only).
       key, num_starts: optional random restarts of stage 2.
-      init: stage 1, "max_entropy" (accurate) or "gaussian" (cheap).
+      init: stage 1, "max_entropy" (smooth, for decoding), "partial_moments" (cheap, near-exact)
+        or "gaussian" (cheap, exact for Gaussians only).
     Returns:
       [..., M] samples, sorted ascending.
     """
@@ -159,8 +175,10 @@ def impute_samples(
     num_samples = num_levels if num_samples is None else num_samples
     shared_taus = jnp.ndim(taus) == 1
     taus = jax.lax.stop_gradient(jnp.asarray(taus, expectiles.dtype))
-    # With one set of levels for the whole batch the Gaussian start's basis is computed once.
+    # With one set of levels for the whole batch what the cheap starts need of them is computed
+    # once (sorting a broadcast constant per distribution also makes XLA fold it for seconds).
     shared_basis = _gaussian_basis(taus, num_samples) if shared_taus else None
+    shared_levels = _sorted_levels(taus) if shared_taus else None
     taus = jnp.broadcast_to(taus, expectiles.shape)
     if init not in INITS:
         raise ValueError(f"init={init!r} must be one of {INITS}")
@@ -183,9 +201,13 @@ def impute_samples(
         if init == "gaussian":
             basis = shared_basis if shared_taus else _gaussian_basis(t, num_samples)
             x0 = _gaussian_quantiles(e, *basis)
+        elif init == "partial_moments":
+            levels = shared_levels if shared_taus else _sorted_levels(t)
+            x0 = _partial_moment_samples(e, levels, lo, hi, num_samples)
         else:
             x0 = _max_entropy_quantiles(e, t, lo, hi, num_samples, num_grid, num_iterations)
-        best = _gauss_newton(x0, e, t, lo, hi, num_iterations)
+        step_sizes = _POLISH_STEP_SIZES if init == "partial_moments" else _STEP_SIZES
+        best = _gauss_newton(x0, e, t, lo, hi, num_iterations, step_sizes)
         if num_starts > 1:
             uniform = jax.random.uniform(start_key, (num_starts - 1, num_samples), e.dtype)
             polished = jax.vmap(_gauss_newton, in_axes=(0, None, None, None, None, None))(
@@ -194,7 +216,7 @@ def impute_samples(
             polished = jnp.concatenate([best[None], polished], axis=0)
             losses = jax.vmap(imputation_loss, in_axes=(0, None, None))(polished, e, t)
             best = polished[jnp.argmin(losses)]
-        return jnp.sort(best)
+        return _sort_small(best)
 
     samples = jax.vmap(impute_one)(flat(expectiles), flat(taus), flat(low), flat(high), keys)
     return jax.lax.stop_gradient(samples.reshape(batch_shape + (num_samples,)))
@@ -301,6 +323,232 @@ def _gaussian_quantiles(e, z, c):
     return jnp.mean(e) + scale * (z - jnp.mean(c))
 
 
+def _sorted_levels(taus):
+    """What the partial-moment start needs of the levels [K] alone, computed once per set:
+    weights [K] that read the mean off the sorted expectiles (their interpolation at level 1/2,
+    clamped at the ends like jnp.interp), the factors (1 - tau) / (2 tau - 1) [K] of the
+    sorted levels (see `_upper_partial_moments`), and which of them is 1/2."""
+    levels = jnp.sort(taus)
+    last = levels.shape[0] - 1
+    above = jnp.clip(jnp.searchsorted(levels, 0.5), min(1, last), last)
+    below = jnp.maximum(above - 1, 0)
+    width = levels[above] - levels[below]
+    weight = jnp.where(width > 0.0, (0.5 - levels[below]) / jnp.where(width > 0.0, width, 1.0), 0.5)
+    weight = jnp.clip(weight, 0.0, 1.0)
+    index = jnp.arange(levels.shape[0])
+    mean_weights = jnp.where(index == below, 1.0 - weight, 0.0)
+    mean_weights = mean_weights + jnp.where(index == above, weight, 0.0)
+    centred_level = 2.0 * levels - 1.0
+    is_mean = jnp.abs(centred_level) < 1e-6
+    factors = (1.0 - levels) / jnp.where(is_mean, 1.0, centred_level)
+    return mean_weights, jnp.where(is_mean, 0.0, factors), is_mean
+
+
+# The partial-moment start works on a dozen numbers per distribution. Under vmap, XLA:CPU runs
+# sorts, gathers, cumulative ops and divisions of such short rows slowly, so its loops are
+# written out over the entries (static slices, element-wise ops on [batch] vectors, as in
+# `_solve_scalars`) and divisions are kept few: inside EDRL's update this made the start
+# about 3x cheaper. Rows up to this length are sorted by a network (`_sort_small`), which also
+# serves the final sort of every imputation.
+_NETWORK_SORT_MAX = 32
+
+
+@functools.cache
+def _sorting_network(size):
+    """Comparator pairs (i, j), i < j, of Batcher's odd-even merge sort of `size` entries: the
+    network for the next power of two, less the pairs that reach past `size` (those would
+    compare with +inf padding, which never moves)."""
+    pairs = []
+    padded = 1 << max(size - 1, 0).bit_length()
+    merged = 1
+    while merged < padded:
+        distance = merged
+        while distance >= 1:
+            for offset in range(distance % merged, padded - distance, 2 * distance):
+                for i in range(min(distance, padded - offset - distance)):
+                    low, high = i + offset, i + offset + distance
+                    if low // (2 * merged) == high // (2 * merged) and high < size:
+                        pairs.append((low, high))
+            distance //= 2
+        merged *= 2
+    return tuple(pairs)
+
+
+def _sort_small(values):
+    """values [n] in ascending order: by a sorting network (38 comparators for n = 11) up to
+    _NETWORK_SORT_MAX entries, beyond that by jnp.sort (the network's graph grows faster)."""
+    if values.shape[0] > _NETWORK_SORT_MAX:
+        return jnp.sort(values)
+    entries = [values[i] for i in range(values.shape[0])]
+    for low, high in _sorting_network(len(entries)):
+        entries[low], entries[high] = (
+            jnp.minimum(entries[low], entries[high]),
+            jnp.maximum(entries[low], entries[high]),
+        )
+    return jnp.stack(entries)
+
+
+def _previous(values):
+    """values[max(k - 1, 0)] for each k."""
+    return jnp.concatenate([values[:1], values[:-1]])
+
+
+def _next(values):
+    """values[min(k + 1, K - 1)] for each k."""
+    return jnp.concatenate([values[1:], values[-1:]])
+
+
+def _running(combine, values):
+    """[values[0], combine(that, values[1]), ...]: a cumulative sum / min written out."""
+    out = [values[0]]
+    for entry in values[1:]:
+        out.append(combine(out[-1], entry))
+    return out
+
+
+def _upper_partial_moments(e, sorted_levels):
+    """What K expectiles say about the law X: the expectiles sorted z [K], the mean, the upper
+    partial moments U_k = E[(X - z_k)_+] [K], and which z_k is the mean (its U is not given);
+    sorted_levels from `_sorted_levels`.
+
+    tau E[(X - e)_+] = (1 - tau) E[(e - X)_+] with E[(e - X)_+] = e - mean + E[(X - e)_+] gives
+    U(e_k) = (1 - tau_k) (e_k - mean) / (2 tau_k - 1): a distribution has the expectiles iff
+    its U passes through these points. The 1/2-expectile is the mean and fixes no U; its U is
+    put on its neighbours' chord. Without a 1/2 level the mean is interpolated (a start only).
+    Expectiles and levels are sorted separately, so crossing ones are read as ordered.
+    """
+    mean_weights, factors, is_mean = sorted_levels
+    z = _sort_small(e)
+    mean = jnp.sum(mean_weights * z)
+    moments = factors * (z - mean)
+    width = _next(z) - _previous(z)
+    fraction = jnp.where(width > 0.0, (z - _previous(z)) / jnp.where(width > 0.0, width, 1.0), 0.5)
+    on_chord = (1.0 - fraction) * _previous(moments) + fraction * _next(moments)
+    moments = jnp.where(is_mean, on_chord, moments)
+    # E[(X - e)_+] >= max(mean - e, 0) for every law (Jensen).
+    return z, mean, jnp.maximum(moments, jnp.maximum(mean - z, 0.0)), is_mean
+
+
+def _nondecreasing_fit(values, weights):
+    """Weighted least-squares nondecreasing fit of values [n] (isotonic regression), by the
+    max-min formula fit_k = max_{i <= k} min_{j >= k} (weighted mean of values i..j).
+
+    O(n^2) element-wise work with fixed shapes, so it jits and vmaps (n is K + 1 here); pool-
+    adjacent-violators would need data-dependent loops. The block means stay fractions
+    (numerator, positive weight) compared by cross-multiplying, so only the n results are
+    divided: divisions made up most of this function's cost.
+    """
+    size = values.shape[0]
+    cum_weight = [0.0] + _running(jnp.add, [weights[i] for i in range(size)])
+    cum_value = [0.0] + _running(jnp.add, [weights[i] * values[i] for i in range(size)])
+
+    def block(first, last):
+        return cum_value[last + 1] - cum_value[first], cum_weight[last + 1] - cum_weight[first]
+
+    def smaller(a, b):  # of two fractions (numerator, positive weight)
+        take_a = a[0] * b[1] <= b[0] * a[1]
+        return jnp.where(take_a, a[0], b[0]), jnp.where(take_a, a[1], b[1])
+
+    def larger(a, b):
+        take_a = a[0] * b[1] >= b[0] * a[1]
+        return jnp.where(take_a, a[0], b[0]), jnp.where(take_a, a[1], b[1])
+
+    # suffix_min[first] at step k: min over j >= k of the mean of first..j (first <= k).
+    suffix_min = [None] * size
+    fit = [None] * size
+    for k in reversed(range(size)):
+        for first in range(k + 1):
+            mean = block(first, k)
+            suffix_min[first] = mean if k == size - 1 else smaller(suffix_min[first], mean)
+        best = suffix_min[0]
+        for first in range(1, k + 1):
+            best = larger(best, suffix_min[first])
+        fit[k] = best[0] / best[1]
+    return jnp.stack(fit)
+
+
+def _free_mean_knot(above, sum_above, mean, is_mean):
+    """Counts N_k and sums T_k of the samples above each knot, with the mean's knot made free.
+
+    Its U was only put on its neighbours' chord, and an integer count there would rarely fit
+    that guess. The two cells beside it act as one (the neighbours' counts and sums already
+    fix its samples and their sum); all of them go on the side of the mean their average is
+    on, i.e. the mean's knot copies the count and sum of the neighbour on the other side.
+    """
+    samples_between = _previous(above) - _next(above)
+    all_above_mean = _previous(sum_above) - _next(sum_above) >= mean * samples_between
+    above = jnp.where(is_mean, jnp.where(all_above_mean, _previous(above), _next(above)), above)
+    sum_above = jnp.where(
+        is_mean, jnp.where(all_above_mean, _previous(sum_above), _next(sum_above)), sum_above
+    )
+    return above, sum_above
+
+
+def _partial_moment_samples(e, sorted_levels, lo, hi, num_samples):
+    """Cheap stage 1 for one distribution: e [K], sorted_levels from `_sorted_levels`; returns
+    [M] samples whose expectiles are e exactly when M equal-weight samples in [lo, hi] can have
+    them, and nearly otherwise.
+
+    With N_k samples above z_k (the sorted expectiles) their sum must be M U_k + N_k z_k
+    (`_upper_partial_moments`), so the counts fix how many samples each cell between
+    consecutive knots (lo, z_1, ..., z_K, hi) holds and their sum; anywhere inside its cell a
+    sample leaves every expectile as it is. U is convex with slope -P(X > e), so the chords of
+    U on either side of z_k bound M P(X > z_k), and any integer N_k between them keeps both
+    cells' means inside the cells: exact. The bounds are knots too (U(lo) = mean - lo,
+    U(hi) = 0), which keeps samples in the outer cells whenever the tails need them. Where no
+    integer fits, the count that moves less of a cell's sum is taken and the small error is
+    left to Gauss-Newton. The chord slopes are first made nondecreasing and kept in [-1, 0] (a
+    weighted isotonic fit), so noisy or inconsistent inputs give a nearby valid law instead of
+    a wild one. Each cell's samples are spread evenly around its mean rather than stacked.
+    """
+    if e.shape[0] == 1:
+        return jnp.clip(jnp.full((num_samples,), e[0]), lo, hi)
+    z, mean, moments, is_mean = _upper_partial_moments(e, sorted_levels)
+    low_knot, high_knot = jnp.minimum(lo, z[0]), jnp.maximum(hi, z[-1])
+    knots = jnp.concatenate([jnp.reshape(low_knot, (1,)), z, jnp.reshape(high_knot, (1,))])
+    knot_moments = jnp.concatenate([jnp.reshape(mean - low_knot, (1,)), moments, jnp.zeros((1,))])
+    gaps = knots[1:] - knots[:-1]  # [K + 1] cells
+    tiny = jnp.finfo(e.dtype).eps * (1.0 + jnp.max(jnp.abs(knots)))
+    slopes = (knot_moments[1:] - knot_moments[:-1]) / jnp.maximum(gaps, tiny)
+    slopes = _nondecreasing_fit(jnp.clip(slopes, -1.0, 0.0), gaps + tiny)
+    # M P(X > z_k) lies in [least, most], from the chords right and left of z_k.
+    least, most = -num_samples * slopes[1:], -num_samples * slopes[:-1]
+    # A knot with no mass at it has least = most = a whole count, which rounding must not lose.
+    low_count, high_count = jnp.ceil(least - 1e-3), jnp.floor(most + 1e-3)
+    # No integer in between: floor(most) overfills the right cell, ceil(least) the left one.
+    overflow_right = gaps[1:] * (least - high_count)
+    overflow_left = gaps[:-1] * (low_count - most)
+    above = jnp.where(
+        low_count <= high_count,
+        jnp.clip(jnp.round(0.5 * (least + most)), low_count, high_count),
+        jnp.where(overflow_right <= overflow_left, high_count, low_count),
+    )
+    above = jnp.clip(above, 0.0, num_samples)
+    above = jnp.stack(_running(jnp.minimum, [above[k] for k in range(above.shape[0])]))
+    sum_above = num_samples * moments + above * z
+    above, sum_above = _free_mean_knot(above, sum_above, mean, is_mean)
+    total = jnp.full((1,), num_samples, e.dtype)
+    counts = jnp.concatenate([total - above[:1], above[:-1] - above[1:], above[-1:]])  # [K + 1]
+    sums = jnp.concatenate(
+        [total * mean - sum_above[:1], sum_above[:-1] - sum_above[1:], sum_above[-1:]]
+    )
+    lower, upper = knots[:-1], knots[1:]
+    means = jnp.clip(sums / jnp.maximum(counts, 1.0), lower, upper)
+    half_width = jnp.maximum(jnp.minimum(means - lower, upper - means), 0.0)
+    # Sample i lies in the cell c with start_c <= i < end_c, at rank i - start_c within it.
+    step = half_width / jnp.maximum(counts, 1.0)
+    index = jnp.arange(num_samples, dtype=e.dtype)
+    samples = jnp.zeros((num_samples,), e.dtype)
+    start = jnp.zeros((), e.dtype)
+    for cell in range(counts.shape[0]):
+        rank = index - start
+        offset = (2.0 * rank + 1.0 - counts[cell]) * step[cell]
+        inside = (rank >= 0.0) & (rank < counts[cell])
+        samples = jnp.where(inside, means[cell] + offset, samples)
+        start = start + counts[cell]
+    return jnp.clip(samples, lo, hi)
+
+
 def _max_entropy_quantiles(e, taus, lo, hi, num_samples, num_grid, num_iterations):
     """Stage 1 for one distribution: e, taus [K]; returns [M] quantiles of the max-ent fit."""
     num_levels = e.shape[0]
@@ -362,11 +610,12 @@ def _gram(offsets, taus, active):
     )
 
 
-def _gauss_newton(x, e, taus, lo, hi, num_iterations):
-    """Stage 2 for one start: x [M], e, taus [K]; projected Gauss-Newton on r(x)."""
+def _gauss_newton(x, e, taus, lo, hi, num_iterations, step_sizes=_STEP_SIZES):
+    """Stage 2 for one start: x [M], e, taus [K]; projected Gauss-Newton on r(x), keeping the
+    best of `step_sizes` along each direction."""
     num_levels, num_samples = e.shape[0], x.shape[0]
     eye = jnp.eye(num_levels, dtype=x.dtype)
-    step_sizes = jnp.asarray(_STEP_SIZES, x.dtype)
+    step_sizes = jnp.asarray(step_sizes, x.dtype)
 
     def step(_, x):
         weights, offsets = _weights_and_offsets(x, e, taus)

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from agents import edrl
 from agents.imputation import (
     DECODING_SETTINGS,
+    INITS,
     expectile_residuals,
     expectiles_of,
     imputation_loss,
     impute_samples,
 )
 
-# The variable-magnitude task of Dabney et al. 2020 (SCIENCE.md section 4).
+# The variable-magnitude task of Dabney et al. 2020 (docs/science.md section 4).
 MAGNITUDES = np.array([0.1, 0.3, 1.2, 2.5, 5.0, 10.0, 20.0])
 PROBS = np.array([0.0661, 0.0909, 0.1485, 0.1549, 0.3116, 0.1510, 0.0771])
 PROBS = PROBS / PROBS.sum()
@@ -33,7 +35,7 @@ def _w1_to_task(samples):
 class TestExpectilesOf:
     def test_task_expectiles_match_the_published_values(self):
         expectiles = _task_expectiles([0.05, 0.25, 0.5, 0.75, 0.95])
-        # SCIENCE.md rounds to about three decimals.
+        # docs/science.md rounds to about three decimals.
         np.testing.assert_allclose(expectiles, [1.389, 3.335, 5.208, 7.767, 13.803], atol=3e-3)
 
     def test_symmetric_two_point_by_hand(self):
@@ -120,13 +122,14 @@ class TestImputeSamples:
         )
         np.testing.assert_allclose(wide, 3.0, atol=0.01)
 
+    @pytest.mark.parametrize("init", INITS)
     @pytest.mark.parametrize(
         "expectiles, taus",
         [([2.0], [0.5]), ([1.0, 1.0, 1.0], [0.1, 0.5, 0.9]), ([3.0, 1.0], [0.2, 0.8])],
         ids=["one_level", "all_equal", "inconsistent_order"],
     )
-    def test_degenerate_inputs_give_finite_samples(self, expectiles, taus):
-        samples = impute_samples(jnp.array(expectiles), jnp.array(taus), num_samples=5)
+    def test_degenerate_inputs_give_finite_samples(self, expectiles, taus, init):
+        samples = impute_samples(jnp.array(expectiles), jnp.array(taus), num_samples=5, init=init)
         assert samples.shape == (5,)
         assert bool(jnp.all(jnp.isfinite(samples)))
 
@@ -151,7 +154,8 @@ class TestImputeSamples:
 
 
 class TestGaussianInit:
-    """init="gaussian": the cheap start EDRL uses for its per-update targets."""
+    """init="gaussian": a cheap start, exact for Gaussians (EDRL's default before
+    "partial_moments", which `TestRepeatedBackups` shows to keep the expectiles)."""
 
     TAUS_11 = (np.arange(11) + 0.5) / 11  # EDRL's default levels
     LEVELS = (np.arange(1000) + 0.5) / 1000
@@ -214,6 +218,114 @@ class TestGaussianInit:
             impute_samples(expectiles, taus, init="uniform")
 
 
+class TestPartialMomentInit:
+    """init="partial_moments": samples placed cell by cell between the expectiles from the
+    upper partial moments the expectiles fix."""
+
+    @pytest.mark.parametrize(
+        "locs, probs, num_samples",
+        [
+            # Two of ten samples at 1: whole samples can carry Bernoulli(0.2).
+            (np.array([0.0, 1.0]), np.array([0.8, 0.2]), 10),
+            # Eleven distinct points, imputed back into eleven samples.
+            (np.random.default_rng(3).normal(size=11), np.ones(11), 11),
+            (MAGNITUDES[[0, 2, 4, 4, 5, 6]], np.ones(6), 12),
+        ],
+        ids=["bernoulli_in_tenths", "eleven_points", "task_atoms_with_a_tie"],
+    )
+    def test_the_closed_form_alone_is_exact_when_whole_samples_can_be(
+        self, locs, probs, num_samples
+    ):
+        # Without any Gauss-Newton step: the start itself reproduces the expectiles.
+        from agents import imputation
+
+        taus = jnp.asarray(TestGaussianInit.TAUS_11, jnp.float32)
+        expectiles = expectiles_of(jnp.asarray(locs, jnp.float32), jnp.asarray(probs), taus)
+        bounds = (float(np.min(locs)) - 1.0, float(np.max(locs)) + 1.0)
+        samples = imputation._partial_moment_samples(
+            expectiles, imputation._sorted_levels(taus), *bounds, num_samples
+        )
+        fitted = expectiles_of(samples, jnp.ones_like(samples), taus)
+        spread = float(jnp.max(expectiles) - jnp.min(expectiles))
+        np.testing.assert_allclose(fitted, expectiles, atol=1e-4 * spread)
+
+    def test_noisy_expectiles_are_fitted_at_least_as_well_as_from_the_gaussian_start(self):
+        # Network outputs are never exactly consistent: the isotonic projection must keep the
+        # start sensible, so the polished fit is no worse than from the Gaussian start.
+        taus = jnp.asarray(TestGaussianInit.TAUS_11, jnp.float32)
+        key = jax.random.PRNGKey(0)
+        returns = jax.random.gamma(key, 0.7, (256, 40))
+        clean = expectiles_of(returns, jnp.ones_like(returns), taus)
+        noisy = clean + 0.03 * jax.random.normal(jax.random.fold_in(key, 1), clean.shape)
+        losses = {
+            init: imputation_loss(
+                impute_samples(noisy, taus, num_iterations=2, init=init), noisy, taus
+            )
+            for init in ("gaussian", "partial_moments")
+        }
+        assert bool(jnp.all(jnp.isfinite(losses["partial_moments"])))
+        assert float(jnp.median(losses["partial_moments"])) < float(jnp.median(losses["gaussian"]))
+
+
+class TestRepeatedBackups:
+    """EDRL's targets are imputed from expectiles learned from earlier imputed targets. Along a
+    chain of zero-reward backups (impute samples, scale them by gamma, take their expectiles,
+    impute again) an imputation that misses the expectiles adds its error at every step; with
+    EDRL's default settings the error after 10 backups must stay below 5% of the spread."""
+
+    LEVELS = (np.arange(1000) + 0.5) / 1000
+    NUM_BACKUPS = 10
+
+    @staticmethod
+    def _chain_errors(locs, probs, num_backups):
+        """max_k |e_k after n backups - gamma^n e_k| / spread, for n = 1..num_backups."""
+        config = edrl.Config()
+        taus = config.taus
+        impute = jax.jit(
+            lambda e: impute_samples(
+                e,
+                taus,
+                num_samples=config.num_imputed_samples or config.num_expectiles,
+                num_iterations=config.imputation_iterations,
+                num_grid=config.imputation_grid,
+                init=config.imputation_init,
+            )
+        )
+        start = expectiles_of(jnp.asarray(locs, jnp.float32), jnp.asarray(probs, jnp.float32), taus)
+        expectiles, errors = start, []
+        for backup in range(1, num_backups + 1):
+            samples = config.gamma * impute(expectiles)
+            expectiles = expectiles_of(samples, jnp.ones_like(samples), taus)
+            target = config.gamma**backup * start
+            spread = jnp.max(target) - jnp.min(target)
+            errors.append(float(jnp.max(jnp.abs(expectiles - target)) / spread))
+        return errors
+
+    @pytest.mark.parametrize(
+        "locs, probs",
+        [
+            (scipy.stats.gamma(0.5).ppf(LEVELS), np.ones(1000)),
+            (
+                np.concatenate(
+                    [
+                        scipy.stats.norm(-2.0, 0.3).ppf(LEVELS),
+                        scipy.stats.norm(3.0, 0.5).ppf(LEVELS),
+                    ]
+                ),
+                np.concatenate([np.full(1000, 0.6), np.full(1000, 0.4)]),
+            ),
+            (np.array([0.0, 1.0]), np.array([0.8, 0.2])),
+            (np.array([0.0, 1.0]), np.array([0.1, 0.9])),
+        ],
+        ids=["skewed_gamma_half", "bimodal", "bernoulli_0.2", "bernoulli_0.9"],
+    )
+    def test_expectiles_survive_ten_backups(self, locs, probs):
+        errors = self._chain_errors(locs, probs, self.NUM_BACKUPS)
+        assert errors[-1] < 0.05, f"errors over backups: {np.round(errors, 3)}"
+        # Not compounding: ten backups are hardly worse than one.
+        assert errors[-1] <= errors[0] + 0.01, f"errors over backups: {np.round(errors, 3)}"
+
+
 def test_both_cholesky_forms_solve_batched_systems():
     # Scalar form (small K, EDRL's per-update solves) and column form (large K, decoding),
     # under vmap, against numpy's float64 solve on well-conditioned SPD systems.
@@ -252,3 +364,40 @@ def test_gram_by_counts_equals_the_matrix_product(num_levels, num_samples):
     np.testing.assert_allclose(
         imputation._gram(offsets, taus, active), expected, rtol=2e-6, atol=1e-6
     )
+
+
+def test_sorting_network_sorts_every_zero_one_input():
+    # By the 0-1 principle a comparator network that sorts every 0/1 input sorts every input.
+    import itertools
+
+    from agents import imputation
+
+    for size in range(1, 13):
+        for bits in itertools.product((0, 1), repeat=size):
+            entries = list(bits)
+            for low, high in imputation._sorting_network(size):
+                if entries[low] > entries[high]:
+                    entries[low], entries[high] = entries[high], entries[low]
+            assert entries == sorted(entries), size
+    values = jax.random.normal(jax.random.PRNGKey(0), (64, 11))
+    np.testing.assert_array_equal(jax.vmap(imputation._sort_small)(values), jnp.sort(values))
+
+
+def test_nondecreasing_fit_matches_pool_adjacent_violators():
+    from agents import imputation
+
+    def pool_adjacent_violators(values, weights):
+        blocks = []  # [mean, weight, length]
+        for value, weight in zip(values, weights):
+            blocks.append([value, weight, 1])
+            while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+                (m1, w1, n1), (m2, w2, n2) = blocks[-2], blocks.pop()
+                blocks[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2]
+        return np.concatenate([np.full(n, m) for m, _, n in blocks])
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        values, weights = rng.normal(size=12), rng.uniform(0.1, 2.0, size=12)
+        fitted = imputation._nondecreasing_fit(jnp.asarray(values), jnp.asarray(weights))
+        expected = pool_adjacent_violators(values, weights)
+        np.testing.assert_allclose(fitted, expected, rtol=1e-5, atol=1e-5)
