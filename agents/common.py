@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from agents import losses
 from agents.base import Agent, Atoms, EnvSpec, Transition, require
+from agents.cpu_kernels import KERNELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,9 @@ class ValueConfig:
     epsilon_end: float = 0.05  # exploration after the decay
     epsilon_steps: int = 250_000  # env steps of linear epsilon decay
     eval_epsilon: float = 0.0  # exploration of the greedy evaluation policy
+    # Loss forms: "reference" (agents/losses.py), "cpu" (agents/cpu_kernels.py, equal values and
+    # gradients, faster on XLA:CPU) or "auto": cpu where the program is lowered for the CPU.
+    kernels: str = "auto"
 
     def validate(self) -> None:
         require(
@@ -58,6 +63,7 @@ class ValueConfig:
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"{name}={value} must be in [0, 1]")
         require(self.epsilon_steps >= 0, f"epsilon_steps={self.epsilon_steps} must be >= 0")
+        require(self.kernels in KERNELS, f"kernels={self.kernels!r} must be one of {KERNELS}")
 
 
 class MLP(nn.Module):
@@ -80,26 +86,63 @@ class Replay(NamedTuple):
     """A uniform circular replay buffer of transitions (arrays with a leading capacity axis)."""
 
     storage: Transition
-    position: jnp.ndarray  # next slot to write
     size: jnp.ndarray  # number of valid slots
 
 
 def replay_init(capacity: int, example: Transition) -> Replay:
     """Empty buffer shaped like one transition `example` (no batch axis)."""
     storage = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example)
-    return Replay(storage, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return Replay(storage, jnp.zeros((), jnp.int32))
 
 
-def replay_add(replay: Replay, batch: Transition) -> Replay:
-    """Write a batch [B, ...] of transitions, overwriting the oldest when full."""
+def replay_add(replay: Replay, batch: Transition, written: jnp.ndarray) -> Replay:
+    """Write a batch [B, ...] of transitions after the `written` ones already stored: at slots
+    written .. written + B - 1 (mod capacity), overwriting the oldest when full.
+
+    Every seed writes in lockstep, so `written` is the global step, unbatched under vmap: the
+    write is then one dynamic update slice for all seeds, where per-seed slots would make it a
+    scatter of single rows. A batch that wraps past the buffer's end is written as two windows.
+    """
     capacity = jax.tree.leaves(replay.storage)[0].shape[0]
     batch_size = jax.tree.leaves(batch)[0].shape[0]
-    slots = (replay.position + jnp.arange(batch_size)) % capacity
-    storage = jax.tree.map(lambda s, x: s.at[slots].set(x), replay.storage, batch)
-    return Replay(
-        storage,
-        (replay.position + batch_size) % capacity,
-        jnp.minimum(replay.size + batch_size, capacity),
+    size = jnp.minimum(replay.size + batch_size, capacity)
+    if batch_size > capacity:  # only the newest `capacity` transitions survive
+        batch = jax.tree.map(lambda x: x[batch_size - capacity :], batch)
+        return replay_add(replay, batch, written + batch_size - capacity)._replace(size=size)
+    position = written % capacity
+    fits = position + batch_size <= capacity  # always, when the capacity is a multiple of B
+
+    def one_window(storage):
+        return jax.tree.map(
+            lambda s, x: jax.lax.dynamic_update_slice_in_dim(s, x, position, 0), storage, batch
+        )
+
+    def two_windows(storage):
+        return jax.tree.map(functools.partial(_write_wrapped, position=position), storage, batch)
+
+    # `written` is unbatched under vmap, so this is a real branch, not both computed.
+    return Replay(jax.lax.cond(fits, one_window, two_windows, replay.storage), size)
+
+
+def _write_wrapped(storage, rows, position):
+    """storage with rows written at slots position, position + 1, ... that wrap past its end:
+    the slots up to the end, then those from the start, each merged into its window."""
+    capacity, batch_size = storage.shape[0], rows.shape[0]
+    head = capacity - batch_size  # the first window: the buffer's last B slots
+    offset = position - head  # where the batch begins in it
+    wrapped = position + batch_size - capacity  # slots written from the start
+    index = jnp.arange(batch_size)
+    first = _write_window(storage, head, jnp.roll(rows, offset, axis=0), index >= offset)
+    rolled = jnp.roll(rows, -(batch_size - wrapped), axis=0)
+    return _write_window(first, 0, rolled, index < wrapped)
+
+
+def _write_window(storage, start, new_rows, keep_new):
+    """storage with rows [start, start + B) replaced by new_rows where keep_new [B] holds."""
+    window = jax.lax.dynamic_slice_in_dim(storage, start, new_rows.shape[0], axis=0)
+    keep_new = keep_new.reshape(keep_new.shape + (1,) * (new_rows.ndim - 1))
+    return jax.lax.dynamic_update_slice_in_dim(
+        storage, jnp.where(keep_new, new_rows, window), start, 0
     )
 
 
@@ -272,7 +315,7 @@ def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
         `step` is unbatched under vmap, so these conds are real branches.
         """
         num_envs = transition.reward.shape[0]
-        state = state.replace(replay=replay_add(state.replay, transition))
+        state = state.replace(replay=replay_add(state.replay, transition, step))
         num_learn = jnp.where(
             step + num_envs > config.learning_starts,
             crossings(step, num_envs, config.train_every),
@@ -327,37 +370,10 @@ def midpoint_taus(num: int) -> jnp.ndarray:
     return (2.0 * jnp.arange(1, num + 1) - 1.0) / (2.0 * num)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def at_actions(values: jnp.ndarray, actions: jnp.ndarray, axis: int = 1) -> jnp.ndarray:
-    """Each example's slice at its action: values [B, ..., A (at `axis`), ...], actions [B] ->
-    values with the action axis removed.
-
-    Both ways by a one-hot select instead of a gather (forward) and the scatter-add autodiff
-    derives from it (backward): on XLA:CPU these ran as scalar loops inside every update, the
-    forward gather alone 0.35 ms of C51's 14 ms update at 64 seeds. It reads all A slices, which
-    costs little next to the network that produced them.
-    """
-    mask = _action_mask(actions, values.shape[axis], axis, values.ndim)
-    return jnp.sum(jnp.where(mask, values, 0), axis=axis)
-
-
-def _action_mask(actions, num_actions, axis, ndim):
-    """actions [B] -> a one-hot boolean mask broadcastable against [B, ..., A (at axis), ...]."""
-    mask = actions[:, None] == jnp.arange(num_actions)  # [B, A]
-    return jnp.expand_dims(mask, tuple(range(1, axis)) + tuple(range(axis + 1, ndim)))
-
-
-def _at_actions_fwd(values, actions, axis):
-    return at_actions(values, actions, axis), (actions, values.shape[axis])
-
-
-def _at_actions_bwd(axis, residuals, g):
-    actions, num_actions = residuals
-    mask = _action_mask(actions, num_actions, axis, g.ndim + 1)
-    return jnp.where(mask, jnp.expand_dims(g, axis), 0), None
-
-
-at_actions.defvjp(_at_actions_fwd, _at_actions_bwd)
+def at_actions(values: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
+    """Each example's slice at its action: values [B, A, ...], actions [B] -> [B, ...], by
+    `losses.at_action`'s one-hot select (whose gradient is a select, not a scatter-add)."""
+    return jax.vmap(losses.at_action)(values, actions)
 
 
 def equal_weight_atoms(values: jnp.ndarray) -> Atoms:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import rlax
 
+from agents import losses
 from agents.base import Agent, Atoms, require
 from agents.common import MLP, Algorithm, ValueConfig, make_value_agent, online_target_loss
 
@@ -33,7 +34,7 @@ class QNetwork(nn.Module):
 
 def td_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.ndarray:
     """Mean over the batch of the (Huber or squared) Q-learning TD error; inputs [B, A] / [B]."""
-    td = jax.vmap(rlax.q_learning)(q_tm1, a_tm1, r_t, config.gamma * discount_t, q_t)
+    td = jax.vmap(losses.q_learning)(q_tm1, a_tm1, r_t, config.gamma * discount_t, q_t)
     if config.huber_delta > 0:
         return jnp.mean(rlax.huber_loss(td, config.huber_delta))
     return jnp.mean(jnp.square(td))

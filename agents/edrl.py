@@ -16,8 +16,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import rlax
 
+from agents import losses
 from agents.base import Agent, require
 from agents.common import (
     Algorithm,
@@ -75,16 +75,6 @@ class Config(ValueConfig):
         return midpoint_taus(self.num_expectiles)
 
 
-def expectile_regression_loss(e_tm1: jnp.ndarray, taus: jnp.ndarray, targets: jnp.ndarray):
-    """sum_k mean_j |tau_k - 1{z_j < e_k}| (z_j - e_k)^2 for one example.
-
-    e_tm1 [K] predicted expectiles at levels taus [K]; targets [M] samples of the target return.
-    """
-    predictions = jnp.broadcast_to(e_tm1[:, None], (e_tm1.shape[0], targets.shape[0]))
-    target_grid = jnp.broadcast_to(jax.lax.stop_gradient(targets)[None, :], predictions.shape)
-    return jnp.sum(jnp.mean(rlax.expectile_loss(predictions, target_grid, taus[:, None]), axis=-1))
-
-
 def edrl_loss(config: Config, e_tm1, a_tm1, r_t, discount_t, e_t) -> jnp.ndarray:
     """Mean over the batch; expectiles [B, A, K], others [B]. Greedy a_t by the 0.5-expectile."""
     taus = config.taus
@@ -99,12 +89,11 @@ def edrl_loss(config: Config, e_tm1, a_tm1, r_t, discount_t, e_t) -> jnp.ndarray
         num_iterations=config.imputation_iterations,
         num_grid=config.imputation_grid,
         init=config.imputation_init,
+        kernels=config.kernels,
     )  # [B, M]
     targets = r_t[:, None] + (config.gamma * discount_t)[:, None] * samples
     chosen = at_actions(e_tm1, a_tm1)  # [B, K]
-    return jnp.mean(
-        jax.vmap(expectile_regression_loss, in_axes=(0, None, 0))(chosen, taus, targets)
-    )
+    return jnp.mean(jax.vmap(losses.expectile_loss, in_axes=(0, None, 0))(chosen, taus, targets))
 
 
 def make(config: Config) -> Agent:
@@ -125,6 +114,7 @@ def make(config: Config) -> Agent:
             num_samples=config.distribution_samples,
             num_iterations=4 * config.imputation_iterations,
             num_grid=4 * config.imputation_grid,
+            kernels=config.kernels,
         )
         return equal_weight_atoms(samples)
 

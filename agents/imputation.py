@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.stats
 
+from agents import cpu_kernels
+
 # Step sizes tried along each Newton / Gauss-Newton direction; 0 keeps the iterate, so neither
 # stage can ever make its objective worse.
 _STEP_SIZES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0)
@@ -100,7 +102,15 @@ INITS = ("max_entropy", "gaussian", "partial_moments")
 
 @functools.partial(
     jax.jit,
-    static_argnames=("num_samples", "margin", "num_iterations", "num_grid", "num_starts", "init"),
+    static_argnames=(
+        "num_samples",
+        "margin",
+        "num_iterations",
+        "num_grid",
+        "num_starts",
+        "init",
+        "kernels",
+    ),
 )
 def impute_samples(
     expectiles: jnp.ndarray,
@@ -114,6 +124,7 @@ def impute_samples(
     key: jax.Array | None = None,
     num_starts: int = 1,
     init: str = "max_entropy",
+    kernels: str = "auto",
 ) -> jnp.ndarray:
     """Samples x_1..x_M whose tau_k-expectiles are e_k (Rowland et al. 2019, "Statistics and
     samples in distributional RL"): minimises L(x) = (1/K) sum_k r_k(x)^2 (`expectile_residuals`)
@@ -164,6 +175,7 @@ def impute_samples(
       key, num_starts: optional random restarts of stage 2.
       init: stage 1, "max_entropy" (smooth, for decoding), "partial_moments" (cheap, near-exact)
         or "gaussian" (cheap, exact for Gaussians only).
+      kernels: the linear solves' form (`agents.cpu_kernels.select`): "auto", "reference", "cpu".
     Returns:
       [..., M] samples, sorted ascending.
     """
@@ -182,6 +194,7 @@ def impute_samples(
     taus = jnp.broadcast_to(taus, expectiles.shape)
     if init not in INITS:
         raise ValueError(f"init={init!r} must be one of {INITS}")
+    solve = functools.partial(_solve_positive_definite, kernels=kernels)
     if num_starts > 1 and key is None:
         raise ValueError("num_starts > 1 needs a key for the random starts")
     if bounds is None:
@@ -205,13 +218,13 @@ def impute_samples(
             levels = shared_levels if shared_taus else _sorted_levels(t)
             x0 = _partial_moment_samples(e, levels, lo, hi, num_samples)
         else:
-            x0 = _max_entropy_quantiles(e, t, lo, hi, num_samples, num_grid, num_iterations)
+            x0 = _max_entropy_quantiles(e, t, lo, hi, num_samples, num_grid, num_iterations, solve)
         step_sizes = _POLISH_STEP_SIZES if init == "partial_moments" else _STEP_SIZES
-        best = _gauss_newton(x0, e, t, lo, hi, num_iterations, step_sizes)
+        best = _gauss_newton(x0, e, t, lo, hi, num_iterations, solve, step_sizes)
         if num_starts > 1:
             uniform = jax.random.uniform(start_key, (num_starts - 1, num_samples), e.dtype)
-            polished = jax.vmap(_gauss_newton, in_axes=(0, None, None, None, None, None))(
-                lo + (hi - lo) * uniform, e, t, lo, hi, num_iterations
+            polished = jax.vmap(_gauss_newton, in_axes=(0, None, None, None, None, None, None))(
+                lo + (hi - lo) * uniform, e, t, lo, hi, num_iterations, solve
             )
             polished = jnp.concatenate([best[None], polished], axis=0)
             losses = jax.vmap(imputation_loss, in_axes=(0, None, None))(polished, e, t)
@@ -230,71 +243,43 @@ def _weights_and_offsets(samples, expectiles, taus):
     return weights, offsets
 
 
-# Systems up to this size are solved entry by entry (fast under vmap, see below); the scalar
-# form's graph grows as K^3, so larger ones (the dopamine decoding's 40 cells: compile 55 s
-# against 12 s) use the column form.
+# Systems up to this size may be solved entry by entry on the CPU
+# (`cpu_kernels.solve_positive_definite`), whose graph grows as K^3.
 _SCALAR_SOLVE_MAX = 12
 
 
-def _solve_positive_definite(matrix, vector):
-    """matrix^-1 vector for a symmetric positive definite [K, K] matrix, by Cholesky.
-
-    Written out rather than calling LAPACK, which under vmap runs one tiny matrix at a time.
-    For K <= _SCALAR_SOLVE_MAX entry by entry as scalars: under vmap every entry is one [batch]
-    vector and the whole solve is a few fused element-wise loops (K = 11, batch 8,192, CPU:
-    1.2 ms, against 5.0 ms batched LAPACK cho_solve, 8.2 ms the column form, 8.4 ms
-    jnp.linalg.solve; EDRL's update 36.6 -> 30.1 ms). Larger K column by column, whose
-    `.at[].set` copies the [batch, K, K] factor at every step but keeps the graph O(K).
-    """
-    if matrix.shape[-1] <= _SCALAR_SOLVE_MAX:
-        return _solve_scalars(matrix, vector)
-    return _solve_columns(matrix, vector)
+def _solve_positive_definite(matrix, vector, kernels="auto"):
+    """matrix^-1 vector for a symmetric positive definite [K, K] matrix, by Cholesky: column by
+    column, or for small K on the CPU (`kernels`) entry by entry, which under vmap is a few fused
+    element-wise loops."""
+    if matrix.shape[-1] > _SCALAR_SOLVE_MAX:
+        return _cholesky_solve(matrix, vector)
+    return cpu_kernels.select(kernels, _cholesky_solve, cpu_kernels.solve_positive_definite)(
+        matrix, vector
+    )
 
 
-def _solve_scalars(matrix, vector):
+def _cholesky_solve(matrix, vector):
+    """The reference form: the factor built column by column from static slices, products and
+    selects, then forward and back substitution; an O(K) graph with no scatter and no library
+    call (a LAPACK call per matrix, under vmap; on XLA:CPU it can hang a program sharded over
+    host devices)."""
     size = matrix.shape[-1]
-    factor = [[None] * size for _ in range(size)]  # lower triangle: matrix = L L^T
-    for j in range(size):
-        pivot = matrix[j, j]
-        for k in range(j):
-            pivot = pivot - factor[j][k] * factor[j][k]
-        factor[j][j] = jnp.sqrt(pivot)
-        inverse = 1.0 / factor[j][j]
-        for i in range(j + 1, size):
-            entry = matrix[i, j]
-            for k in range(j):
-                entry = entry - factor[i][k] * factor[j][k]
-            factor[i][j] = entry * inverse
-    forward = [None] * size  # L y = vector
-    for i in range(size):
-        entry = vector[i]
-        for k in range(i):
-            entry = entry - factor[i][k] * forward[k]
-        forward[i] = entry / factor[i][i]
-    solution = [None] * size  # L^T x = y
-    for i in reversed(range(size)):
-        entry = forward[i]
-        for k in range(i + 1, size):
-            entry = entry - factor[k][i] * solution[k]
-        solution[i] = entry / factor[i][i]
-    return jnp.stack(solution)
-
-
-def _solve_columns(matrix, vector):
-    size = matrix.shape[-1]
+    index = jnp.arange(size)
     factor = jnp.zeros_like(matrix)  # lower triangular, matrix = factor @ factor.T
     for j in range(size):
         pivot = jnp.sqrt(matrix[j, j] - factor[j, :j] @ factor[j, :j])
-        column = (matrix[j + 1 :, j] - factor[j + 1 :, :j] @ factor[j, :j]) / pivot
-        factor = factor.at[j, j].set(pivot).at[j + 1 :, j].set(column)
-    forward = jnp.zeros_like(vector)
+        below = (matrix[:, j] - factor[:, :j] @ factor[j, :j]) / pivot
+        column = jnp.where(index > j, below, jnp.where(index == j, pivot, 0.0))
+        factor = jnp.where(index[None, :] == j, column[:, None], factor)
+    forward = jnp.zeros_like(vector)  # factor @ forward = vector
     for i in range(size):
-        forward = forward.at[i].set((vector[i] - factor[i, :i] @ forward[:i]) / factor[i, i])
-    solution = jnp.zeros_like(vector)
+        value = (vector[i] - factor[i, :i] @ forward[:i]) / factor[i, i]
+        forward = jnp.where(index == i, value, forward)
+    solution = jnp.zeros_like(vector)  # factor.T @ solution = forward
     for i in reversed(range(size)):
-        solution = solution.at[i].set(
-            (forward[i] - factor[i + 1 :, i] @ solution[i + 1 :]) / factor[i, i]
-        )
+        value = (forward[i] - factor[i + 1 :, i] @ solution[i + 1 :]) / factor[i, i]
+        solution = jnp.where(index == i, value, solution)
     return solution
 
 
@@ -328,9 +313,10 @@ def _sorted_levels(taus):
     weights [K] that read the mean off the sorted expectiles (their interpolation at level 1/2,
     clamped at the ends like jnp.interp), the factors (1 - tau) / (2 tau - 1) [K] of the
     sorted levels (see `_upper_partial_moments`), and which of them is 1/2."""
-    levels = jnp.sort(taus)
+    levels = _sort_small(taus)
     last = levels.shape[0] - 1
-    above = jnp.clip(jnp.searchsorted(levels, 0.5), min(1, last), last)
+    # The first level >= 1/2 (a count, not a binary search's loop).
+    above = jnp.clip(jnp.sum(levels < 0.5), min(1, last), last)
     below = jnp.maximum(above - 1, 0)
     width = levels[above] - levels[below]
     weight = jnp.where(width > 0.0, (0.5 - levels[below]) / jnp.where(width > 0.0, width, 1.0), 0.5)
@@ -347,8 +333,7 @@ def _sorted_levels(taus):
 # The partial-moment start works on a dozen numbers per distribution. Under vmap, XLA:CPU runs
 # sorts, gathers, cumulative ops and divisions of such short rows slowly, so its loops are
 # written out over the entries (static slices, element-wise ops on [batch] vectors, as in
-# `_solve_scalars`) and divisions are kept few: inside EDRL's update this made the start
-# about 3x cheaper. Rows up to this length are sorted by a network (`_sort_small`), which also
+# `cpu_kernels.solve_positive_definite`) and divisions are kept few. Rows up to this length are sorted by a network (`_sort_small`), which also
 # serves the final sort of every imputation.
 _NETWORK_SORT_MAX = 32
 
@@ -549,7 +534,7 @@ def _partial_moment_samples(e, sorted_levels, lo, hi, num_samples):
     return jnp.clip(samples, lo, hi)
 
 
-def _max_entropy_quantiles(e, taus, lo, hi, num_samples, num_grid, num_iterations):
+def _max_entropy_quantiles(e, taus, lo, hi, num_samples, num_grid, num_iterations, solve):
     """Stage 1 for one distribution: e, taus [K]; returns [M] quantiles of the max-ent fit."""
     num_levels = e.shape[0]
     # A zero-width range (all expectiles equal) must not divide by zero; the final clip
@@ -571,7 +556,7 @@ def _max_entropy_quantiles(e, taus, lo, hi, num_samples, num_grid, num_iteration
         mean_features = features @ probs
         gradient = mean_features + ridge * multipliers
         hessian = (features * probs) @ features.T - jnp.outer(mean_features, mean_features)
-        direction = -_solve_positive_definite(hessian + ridge * eye, gradient)
+        direction = -solve(hessian + ridge * eye, gradient)
         candidates = multipliers[None] + step_sizes[:, None] * direction[None]
         values = jax.vmap(dual, in_axes=(0, None))(candidates, ridge)
         return candidates[jnp.argmin(values)]
@@ -593,7 +578,7 @@ def _gram(offsets, taus, active):
     e_j number min(C_i, C_j), above both A - max(C_i, C_j), and the rest C_i - min or
     C_j - min. K M + K^2 work instead of the K^2 M of a matrix product, equal to it up to
     float rounding (the counts themselves are exact). Under vmap XLA:CPU ran the product as
-    thousands of tiny batched dots: EDRL's update 20 -> 15.5 ms (64 seeds, 2-core CPU).
+    thousands of tiny batched dots (docs/performance.md).
     """
     below = offsets <= 0.0
     counts = jnp.sum(below & active[None, :], axis=-1).astype(offsets.dtype)  # C [K]
@@ -610,7 +595,7 @@ def _gram(offsets, taus, active):
     )
 
 
-def _gauss_newton(x, e, taus, lo, hi, num_iterations, step_sizes=_STEP_SIZES):
+def _gauss_newton(x, e, taus, lo, hi, num_iterations, solve, step_sizes=_STEP_SIZES):
     """Stage 2 for one start: x [M], e, taus [K]; projected Gauss-Newton on r(x), keeping the
     best of `step_sizes` along each direction."""
     num_levels, num_samples = e.shape[0], x.shape[0]
@@ -628,7 +613,7 @@ def _gauss_newton(x, e, taus, lo, hi, num_iterations, step_sizes=_STEP_SIZES):
         # Levenberg damping keeps the step finite when rows are (nearly) proportional,
         # e.g. every sample on the same side of several expectiles.
         damping = 1e-3 * jnp.trace(gram) / num_levels + jnp.finfo(x.dtype).tiny
-        direction = -jacobian.T @ _solve_positive_definite(gram + damping * eye, residuals)
+        direction = -jacobian.T @ solve(gram + damping * eye, residuals)
         candidates = jnp.clip(x[None] + step_sizes[:, None] * direction[None], lo, hi)
         losses = jax.vmap(imputation_loss, in_axes=(0, None, None))(candidates, e, taus)
         return candidates[jnp.argmin(losses)]

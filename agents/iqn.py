@@ -5,12 +5,12 @@ embedding multiplied into the torso features, trained by quantile Huber regressi
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from agents import cpu_kernels
 from agents.base import Agent, require
 from agents.common import (
     MLP,
@@ -20,7 +20,7 @@ from agents.common import (
     make_value_agent,
     midpoint_taus,
 )
-from agents.quantile_huber import quantile_huber_loss
+from agents.qrdqn import quantile_huber_losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,61 +46,12 @@ class Config(ValueConfig):
         require(self.huber_kappa >= 0, f"huber_kappa={self.huber_kappa} must be >= 0")
 
 
-# Taylor coefficients of cos(y) in x = y^2 (terms to y^12), Horner order: exact to ~1e-8 on
-# [0, pi/2], below float32 rounding.
-_COS_COEFFICIENTS = tuple((-1) ** k / math.factorial(2 * k) for k in range(6, -1, -1))
-
-
-def cosine_embedding(taus: jnp.ndarray, embedding_dim: int) -> jnp.ndarray:
-    """cos(pi * i * tau) for i = 0..embedding_dim-1: taus [..., T] -> [..., T, embedding_dim].
-
-    Computed as cos(2 pi u) with u = i tau / 2 reduced to its distance from the nearest integer
-    and folded onto [0, 1/4], where a short polynomial is exact to float32 rounding. That is one
-    fused elementwise loop, 2x cheaper on CPU than jnp.cos (whose range reduction dominated
-    IQN's update; tau embeddings are evaluated for every sampled tau of every example), and more
-    accurate: the reduction is done on i tau / 2 in [0, 32), not on pi i tau in [0, 200).
-    """
-    u = taus[..., None] * (0.5 * jnp.arange(embedding_dim, dtype=jnp.result_type(taus, 1.0)))
-    r = jnp.abs(u - jnp.round(u))  # in [0, 1/2]; cos(2 pi u) = cos(2 pi r)
-    flip = r > 0.25  # cos(2 pi r) = -cos(2 pi (1/2 - r))
-    y = 2.0 * jnp.pi * jnp.where(flip, 0.5 - r, r)  # in [0, pi/2]
-    x = y * y
-    value = jnp.zeros_like(x)
-    for coefficient in _COS_COEFFICIENTS:
-        value = value * x + coefficient
-    return jnp.where(flip, -value, value)
-
-
-@jax.custom_vjp
 def cosine_dense(taus, kernel, bias):
-    """relu(cosine_embedding(taus) @ kernel + bias): taus [..., T], kernel [E, d] -> [..., T, d].
-
-    The same value as a flax Dense + ReLU on the cosine features, with the gradient written out
-    (none to taus): the kernel's as (g^T x)^T over all rows, which XLA:CPU runs as one fast
-    matmul where autodiff's form (x^T g, after a transposing copy of g) ran 2.8x slower; and the
-    bias's read off that matmul's first row, since the first cosine feature is cos(0) = 1
-    exactly, instead of a separate reduction over all rows. Together they took IQN's update from
-    44 to 33 ms. The features are computed here so that the bias rule can't meet other ones.
-    """
-    return _cosine_dense_fwd(taus, kernel, bias)[0]
-
-
-def _cosine_dense_fwd(taus, kernel, bias):
-    features = cosine_embedding(taus, kernel.shape[0])
-    out = nn.relu(features @ kernel + bias)
-    return out, (features, out)
-
-
-def _cosine_dense_bwd(residuals, g):
-    features, out = residuals
-    g = jnp.where(out > 0, g, 0.0)
-    rows = g.reshape(-1, g.shape[-1])  # [R, d]
-    d_kernel = (rows.T @ features.reshape(-1, features.shape[-1])).T  # [E, d]
-    # sum over rows of g = (g^T 1)^T = the kernel gradient's row for the constant feature cos(0).
-    return None, d_kernel, d_kernel[0]
-
-
-cosine_dense.defvjp(_cosine_dense_fwd, _cosine_dense_bwd)
+    """relu(cos(pi i tau) @ kernel + bias) for i < E: taus [..., T], kernel [E, d] -> [..., T, d];
+    the tau embedding of the IQN paper. Taus get no gradient."""
+    taus = jax.lax.stop_gradient(taus)
+    features = jnp.cos(jnp.pi * jnp.arange(kernel.shape[0], dtype=taus.dtype) * taus[..., None])
+    return nn.relu(features @ kernel + bias)
 
 
 class CosineEmbedding(nn.Module):
@@ -108,6 +59,7 @@ class CosineEmbedding(nn.Module):
 
     width: int
     embedding_dim: int
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, taus):
@@ -115,7 +67,9 @@ class CosineEmbedding(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (self.embedding_dim, self.width)
         )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.width,))
-        return cosine_dense(taus, kernel, bias)
+        return cpu_kernels.select(self.kernels, cosine_dense, cpu_kernels.cosine_dense)(
+            taus, kernel, bias
+        )
 
 
 class ImplicitQuantileNetwork(nn.Module):
@@ -135,12 +89,15 @@ class ImplicitQuantileNetwork(nn.Module):
     hidden_sizes: tuple[int, ...]
     num_actions: int
     embedding_dim: int
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, obs, taus, average_taus: bool = False, actions=None, greedy_taus=None):
         features = MLP(self.hidden_sizes)(obs)  # [B, d]
         width = features.shape[-1]
-        embedding = CosineEmbedding(width, self.embedding_dim)  # taus [B or 1, T] -> [.., T, d]
+        embedding = CosineEmbedding(
+            width, self.embedding_dim, self.kernels
+        )  # taus [B or 1, T] -> [.., T, d]
         kernel = self.param(
             "head_kernel", nn.initializers.lecun_normal(), (width, self.num_actions)
         )
@@ -170,7 +127,8 @@ def iqn_loss(config: Config, z_tm1, taus_tm1, r_t, discount_t, z_t):
     values of the greedy next actions at sampled taus.
     """
     target = r_t[:, None] + (config.gamma * discount_t)[:, None] * z_t  # [B, N']
-    return jnp.mean(quantile_huber_loss(z_tm1, taus_tm1, target, config.huber_kappa))
+    losses = quantile_huber_losses(config.kernels, z_tm1, taus_tm1, target, config.huber_kappa)
+    return jnp.mean(losses)
 
 
 def make(config: Config) -> Agent:
@@ -178,7 +136,9 @@ def make(config: Config) -> Agent:
     distribution_taus = midpoint_taus(config.num_distribution_quantiles)
 
     def network(num_actions):
-        return ImplicitQuantileNetwork(config.hidden_sizes, num_actions, config.embedding_dim)
+        return ImplicitQuantileNetwork(
+            config.hidden_sizes, num_actions, config.embedding_dim, config.kernels
+        )
 
     def greedy_values(net, params, obs, key):
         # The mean over K taus; an even grid is a lower-variance stand-in for K uniform draws.

@@ -185,7 +185,9 @@ def td_step(
     errors = reward + discount * next_value - state.values[current]
     if config.variant == "quantile":
         errors = jnp.sign(errors)
-    values = state.values.at[current].add(scaled_errors(state, errors))
+    # The row written by a one-hot select, not a scatter-add (atomics on a GPU): the table is small.
+    row = jnp.arange(state.values.shape[0])[:, None] == current
+    values = jnp.where(row, state.values + scaled_errors(state, errors), state.values)
     return state._replace(values=values)
 
 

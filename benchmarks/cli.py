@@ -38,8 +38,8 @@ def _set_xla_flags() -> None:
     * One host device per core: XLA runs these small vmapped programs on about one core per
       device, so on the CPU the seed axis is split over the cores.
     * No YNNPACK reduce fusions on the CPU: XLA hands reductions to YNNPACK, which is slow on
-      the short minor axes these agents reduce over (11 expectiles, 51 atoms). Without it, on
-      the 2-core CPU of results/speed: EDRL 1.6x and DQN 1.14x the env steps/s (64 seeds).
+      the short minor axes these agents reduce over (11 expectiles, 51 atoms); the figures
+      are in docs/performance.md.
       Set `--xla_cpu_experimental_ynn_fusion_type=+reduce` in XLA_FLAGS to keep XLA's default.
     Must happen before jax initialises its backends.
     """

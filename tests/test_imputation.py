@@ -15,11 +15,11 @@ from agents.imputation import (
     imputation_loss,
     impute_samples,
 )
+from envs import mouse
 
 # The variable-magnitude task of Dabney et al. 2020 (docs/science.md section 4).
-MAGNITUDES = np.array([0.1, 0.3, 1.2, 2.5, 5.0, 10.0, 20.0])
-PROBS = np.array([0.0661, 0.0909, 0.1485, 0.1549, 0.3116, 0.1510, 0.0771])
-PROBS = PROBS / PROBS.sum()
+MAGNITUDES = np.asarray(mouse.MAGNITUDES)
+PROBS = np.asarray(mouse.MAGNITUDE_PROBS)
 # 20 levels at the midpoints of 20 equal bins of (0, 1): 0.025, 0.075, ..., 0.975.
 TAUS_20 = (np.arange(20) + 0.5) / 20
 
@@ -327,11 +327,16 @@ class TestRepeatedBackups:
 
 
 def test_both_cholesky_forms_solve_batched_systems():
-    # Scalar form (small K, EDRL's per-update solves) and column form (large K, decoding),
+    # The scalar CPU form (small K, EDRL's per-update solves) and the column form (any K),
     # under vmap, against numpy's float64 solve on well-conditioned SPD systems.
-    from agents import imputation
+    from agents import cpu_kernels, imputation
 
-    for size, solve in ((5, imputation._solve_scalars), (15, imputation._solve_columns)):
+    forms = (
+        (5, cpu_kernels.solve_positive_definite),
+        (5, imputation._cholesky_solve),
+        (15, imputation._cholesky_solve),
+    )
+    for size, solve in forms:
         jacobian = jax.random.uniform(jax.random.PRNGKey(size), (32, size, size))
         matrix = jacobian @ jnp.swapaxes(jacobian, 1, 2) + 0.1 * jnp.eye(size)
         vector = jax.random.normal(jax.random.PRNGKey(size + 1), (32, size))
