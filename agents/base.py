@@ -6,13 +6,12 @@ An agent is a NamedTuple of pure functions over a pytree state (optax style); se
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+
+from agents.coercion import CoercionError, coerce_fields
 
 
 class ConfigError(ValueError):
@@ -56,7 +55,8 @@ class Agent(NamedTuple):
     greedy_values(state, obs[B, ...], key=None) -> [B, num_actions] what the greedy policy maximises
 
     `step` is the global env-step count, identical across vmapped seeds, so schedules built on
-    it stay real branches under vmap.
+    it stay real branches under vmap. An agent that learns on a schedule declares it in its
+    config (see `learning_schedule`); one that declares none learns from every transition.
     """
 
     init: Callable[..., Any]
@@ -67,77 +67,41 @@ class Agent(NamedTuple):
     config: Any  # the frozen Config the agent was made from (gamma, ...)
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Turn a `--set` string (or a Python value) into the field's declared type, or fail clearly."""
-    origin = typing.get_origin(annotation)
-    if origin in (tuple, list):
-        (item_type, *_rest) = typing.get_args(annotation) or (float,)
-        if isinstance(value, str):
-            parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
-        elif isinstance(value, (tuple, list)):
-            parts = list(value)
-        else:
-            parts = [value]
-        return tuple(_coerce(name, p, item_type) for p in parts)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            if option is type(None):
-                if value is None or (isinstance(value, str) and value.lower() == "none"):
-                    return None
-                continue
-            try:
-                return _coerce(name, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{name}={value!r} has the wrong type ({annotation})")
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"{name}={value!r} is not a boolean (use true or false)")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}={value!r} is not an integer")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}={value!r} is not an integer") from None
-        if not as_float.is_integer():
-            raise ConfigError(f"{name}={value!r} is not an integer")
-        return int(as_float)
-    if annotation is float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}={value!r} is not a number") from None
-        # inf or NaN would train into NaN; refuse it here rather than record a diverged run.
-        if not math.isfinite(number):
-            raise ConfigError(f"{name}={value!r} is not a finite number")
-        return number
-    if annotation is str:
-        return str(value)
-    return value
+class LearningSchedule(NamedTuple):
+    """When an agent learns, in env steps of one seed."""
+
+    starts: int  # env steps before the first learning step
+    every: int  # env steps per learning step
+
+
+def learning_schedule(config: Any) -> LearningSchedule:
+    """The schedule an agent's config declares (`learning_starts`, `train_every`); without
+    them, learning starts at once and each transition brings one learning step."""
+    return LearningSchedule(
+        starts=int(getattr(config, "learning_starts", 0)),
+        every=int(getattr(config, "train_every", 1)),
+    )
 
 
 def build_config(
     config_cls: type, overrides: dict[str, Any] | None = None, *, what: str = "config"
 ):
-    """Instantiate a frozen dataclass config from overrides (strings allowed), then validate it.
+    """Instantiate a frozen dataclass config from overrides (strings allowed, read by the rules
+    of agents/coercion.py), then validate it.
 
     Raises ConfigError naming an unknown key (with the valid ones) or an ill-typed value.
     """
     overrides = dict(overrides or {})
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(overrides) - set(fields))
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(
             f"unknown {what} key {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
         )
-    hints = typing.get_type_hints(config_cls)
-    values = {k: _coerce(k, v, hints.get(k, fields[k].type)) for k, v in overrides.items()}
+    try:
+        values = coerce_fields(config_cls, overrides)
+    except CoercionError as err:
+        raise ConfigError(str(err)) from None
     config = config_cls(**values)
     validate = getattr(config, "validate", None)
     if validate is not None:

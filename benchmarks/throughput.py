@@ -19,7 +19,7 @@ import numpy as np
 
 import agents
 import envs
-from agents.base import Transition, build_config
+from agents.base import Agent, Transition, learning_schedule
 from benchmarks import results as results_io
 from benchmarks.cell import peak_memory_bytes
 from benchmarks.runner import run_seeds, sharded_seed_keys
@@ -43,12 +43,12 @@ def _random_transitions(key: jax.Array, spec, num_envs: int) -> Transition:
 
 
 def _learning_step_rate(
-    agent, spec, num_seeds: int, num_envs: int, iterations: int, repeats: int = 2
+    agent: Agent, spec, num_seeds: int, num_envs: int, iterations: int, repeats: int = 2
 ) -> tuple[float, int]:
     """Env steps/s the update alone sustains, and the number of devices it ran on: update() on
-    random transitions, learning on train_every's schedule as in training (every call at the
-    default train_every = num_envs = 10), the seeds sharded over the devices as in training
-    (padded seeds are not counted); the fastest of `repeats` timed runs."""
+    random transitions, learning on the agent's schedule as in training, the seeds sharded over
+    the devices as in training (padded seeds are not counted); the fastest of `repeats` timed
+    runs."""
 
     def one_seed(key):
         state = agent.init(key, spec)
@@ -59,8 +59,8 @@ def _learning_step_rate(
             return state, None
 
         state, _ = jax.lax.scan(body, state, jnp.arange(iterations))
-        # Return the parameters: returning only a counter lets XLA drop the learning as dead code.
-        return state.num_updates, state.params
+        # The whole state: returning less lets XLA drop part of the learning as dead code.
+        return state
 
     keys, sharding = sharded_seed_keys(0, range(num_seeds))
     run = jax.jit(jax.vmap(one_seed), in_shardings=sharding, out_shardings=sharding)
@@ -68,19 +68,21 @@ def _learning_step_rate(
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        updates, _ = jax.block_until_ready(run(keys))
+        states = jax.block_until_ready(run(keys))
         best = min(best, time.perf_counter() - start)
-    return num_seeds * iterations * num_envs / best, len(updates.sharding.device_set)
+    devices = jax.tree.leaves(states)[0].sharding.device_set
+    return num_seeds * iterations * num_envs / best, len(devices)
 
 
-def update_flops(agent, spec, num_envs: int) -> float:
+def update_flops(agent: Agent, spec, num_envs: int) -> float:
     """Floating-point operations of one learning step for one seed, as XLA's cost analysis of the
-    compiled update counts them (matmuls and elementwise arithmetic), at a constant step where
-    the schedule learns, so that only the learning branch is compiled and counted."""
+    compiled update counts them (matmuls and elementwise arithmetic; a loop's body once), at a
+    constant step where the agent's schedule learns, so that only the learning branch is
+    compiled and counted."""
 
-    # A step at which the schedule learns: past learning_starts, crossing a train_every multiple.
-    period = agent.config.train_every
-    step = period * (agent.config.learning_starts // period + 1) - 1
+    # A step at which the schedule learns: past its start, crossing a multiple of its period.
+    schedule = learning_schedule(agent.config)
+    step = schedule.every * (schedule.starts // schedule.every + 1) - 1
 
     def one_update(state, transition, key):
         return agent.update(state, transition, key, step)
@@ -94,26 +96,44 @@ def update_flops(agent, spec, num_envs: int) -> float:
     return float(analysis["flops"])
 
 
+def without_learning(agent: Agent) -> Agent:
+    """The agent with an update that leaves its state as it is: the loop's cost without the
+    update, which the learning-only run measures on its own."""
+
+    def update(state, transition, key, step):
+        del transition, key, step
+        return state, {"loss": jnp.zeros((), jnp.float32)}
+
+    return agent._replace(update=update)
+
+
+def config_learning_from_start(agent_name: str, overrides: dict):
+    """The agent's config, learning from the first step unless the overrides set its warm-up:
+    throughput measures learning, not the steps before it."""
+    config = agents.make_config(agent_name, **overrides)
+    if "learning_starts" in overrides or learning_schedule(config).starts == 0:
+        return config
+    return agents.make_config(agent_name, **{**overrides, "learning_starts": 0})
+
+
 def measure_one(
     agent_name: str, env_name: str, num_seeds: int, steps: int, overrides: dict
 ) -> dict:
     """Training, learning-off and learning-only throughput for one seed count (this process)."""
     env, params = envs.make(env_name)
-    config = agents.make_config(agent_name, **{"learning_starts": 0, **overrides})
+    config = config_learning_from_start(agent_name, overrides)
     agent = agents.module(agent_name).make(config)
     train_config = TrainConfig(total_steps=steps, num_envs=10, num_evals=2, eval_episodes=1)
     trained = run_seeds(agent, env, params, train_config, range(num_seeds), keep_state=True)
     state_bytes = _tree_bytes(trained.final_state) // num_seeds
-    no_learning = agents.module(agent_name).make(
-        build_config(type(config), {**config.__dict__, "learning_starts": steps + 10})
-    )
-    acting = run_seeds(no_learning, env, params, train_config, range(num_seeds))
+    acting = run_seeds(without_learning(agent), env, params, train_config, range(num_seeds))
     spec = env_spec(env, params)
     learning_rate, learning_devices = _learning_step_rate(
         agent, spec, num_seeds, 10, train_config.num_iterations // 2
     )
     ceiling = 1.0 / (1.0 / acting.steps_per_second + 1.0 / learning_rate)
     flops = update_flops(agent, spec, 10)
+    learning_steps_per_second = learning_rate / learning_schedule(config).every
     return {
         "num_seeds": num_seeds,
         "env_steps_per_second": trained.steps_per_second,
@@ -123,8 +143,7 @@ def measure_one(
         "ceiling_steps_per_second": ceiling,
         "fraction_of_ceiling": trained.steps_per_second / ceiling,
         "update_flops_per_seed": flops,
-        # One learning step per train_every env steps of each seed.
-        "learning_only_flops_per_second": learning_rate / config.train_every * flops,
+        "learning_only_flops_per_second": learning_steps_per_second * flops,
         "state_bytes_per_seed": state_bytes,
         "peak_memory_bytes": peak_memory_bytes(),
         "num_devices": trained.num_devices,
@@ -194,10 +213,12 @@ def markdown(payload: dict) -> str:
             f"{payload['steps']:,} env steps per seed, 10 envs per seed, learning from step 0."
         ),
         (
-            "Ceiling: the loop with learning off and the learning step alone, combined "
-            "(1 / (1/a + 1/b)), measured in the same run. Update MFLOP: one learning step of "
-            "one seed as XLA's cost analysis counts it; learning GFLOP/s: that times the "
-            "learning-only run's learning steps per second, over all seeds. XLA's count is of "
+            "Ceiling: the loop with the agent's update left out (learning off) and the update "
+            "alone on made-up transitions (learning only), combined (1 / (1/a + 1/b)), measured "
+            "in the same run. Update MFLOP: one learning step of one seed as XLA's cost analysis "
+            "counts it (a loop's body once); learning GFLOP/s: that times the learning-only "
+            "run's learning steps per second (one per train_every env steps, or per transition "
+            "for an agent without that schedule), over all seeds. XLA's count is of "
             "the operations in the program, not of those a CPU executes: for elementwise-heavy "
             "updates (EDRL's imputation) the rate can exceed the chip's float32 peak, so compare "
             "it only between matmul-bound agents."
@@ -252,7 +273,7 @@ def plot(payload: dict) -> bytes:
 def check_runnable(agent_name: str, env_name: str, overrides: dict) -> None:
     """Fail fast (ConfigError / EnvError) on a bad name or value, or an env no agent can run
     (continuous actions), before any seed count is measured."""
-    agents.make_config(agent_name, **overrides)
+    config_learning_from_start(agent_name, overrides)
     env, params = envs.make(env_name)
     env_spec(env, params)
 

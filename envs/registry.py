@@ -8,6 +8,8 @@ from typing import Any
 
 import gymnax
 
+from agents.coercion import CoercionError, coerce_fields
+
 _OWN: dict[str, Callable[[], Any]] = {}
 
 
@@ -32,7 +34,8 @@ def own_names() -> list[str]:
 
 
 def make(name: str, **param_overrides: Any):
-    """Return (env, params) for `name`, with `params` fields replaced by `param_overrides`."""
+    """Return (env, params) for `name`, with `params` fields replaced by `param_overrides`
+    (strings allowed, read as the fields' declared types by the rules of agents/coercion.py)."""
     if name in _OWN:
         env = _OWN[name]()
         params = env.default_params
@@ -41,42 +44,22 @@ def make(name: str, **param_overrides: Any):
     else:
         raise EnvError(f"unknown environment {name!r}; valid: {', '.join(names())}")
     if param_overrides:
-        fields = {f.name: f for f in dataclasses.fields(params)}
-        unknown = sorted(set(param_overrides) - set(fields))
-        if unknown:
-            raise EnvError(
-                f"unknown parameter {', '.join(unknown)} for {name}; valid: {', '.join(sorted(fields))}"
-            )
-        coerced = {}
-        for key, value in param_overrides.items():
-            current = getattr(params, key)
-            coerced[key] = _coerce_like(name, key, value, current)
-        params = params.replace(**coerced)
+        params = params.replace(**_coerced_params(name, params, param_overrides))
     validate = getattr(env, "validate_params", None)
     if validate is not None:
         validate(params)
     return env, params
 
 
-def _coerce_like(env_name: str, key: str, value: Any, current: Any) -> Any:
-    """Convert a string override to the type of the parameter's default value."""
-    if not isinstance(value, str):
-        return value
-    try:
-        if isinstance(current, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return value.lower() in ("true", "1")
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, tuple):
-            parts = [p for p in value.strip("()[]").split(",") if p.strip()]
-            kind = type(current[0]) if current else float
-            return tuple(kind(p) for p in parts)
-    except ValueError:
+def _coerced_params(name: str, params: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` in the types `params` declares, or EnvError naming the bad key or value."""
+    fields = {f.name for f in dataclasses.fields(params)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
         raise EnvError(
-            f"parameter {key}={value!r} of {env_name} is not a {type(current).__name__}"
-        ) from None
-    return value
+            f"unknown parameter {', '.join(unknown)} for {name}; valid: {', '.join(sorted(fields))}"
+        )
+    try:
+        return coerce_fields(type(params), overrides)
+    except CoercionError as err:
+        raise EnvError(f"{name}: {err}") from None

@@ -369,3 +369,28 @@ def test_own_envs_are_registered_beside_gymnax():
     for name in own:
         env, _ = envs.make(name)
         assert env.name == name
+
+
+def test_text_overrides_read_as_the_declared_types():
+    _, params = envs.make(
+        "VariableMagnitude-mouse", cued="FALSE", delay="2", magnitudes="1, 2", probs="(0.25,0.75)"
+    )
+    assert params.cued is False and params.delay == 2
+    assert params.magnitudes == (1.0, 2.0) and params.probs == (0.25, 0.75)
+    _, params = envs.make("OneStepReward", magnitudes=[0, 3], probs=[0.5, 0.5])  # suite lists
+    assert params.magnitudes == (0.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cued": "no"}, "cued='no' is not a boolean; valid: true, false, 1 or 0 (any case)"),
+        ({"cued": 2}, "cued=2 is not a boolean"),
+        ({"delay": "2.5"}, "delay='2.5' is not an integer; valid: a whole number such as 3"),
+        ({"magnitudes": "1,inf"}, "magnitudes[1]='inf' is not a finite number"),
+    ],
+)
+def test_bad_text_overrides_name_the_env_key_value_and_valid(overrides, message):
+    with pytest.raises(envs.EnvError) as raised:
+        envs.make("VariableMagnitude-mouse", **overrides)
+    assert str(raised.value).startswith(f"VariableMagnitude-mouse: {message}"), str(raised.value)

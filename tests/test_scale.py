@@ -103,3 +103,31 @@ def test_throughput_sweep_reports_ceilings_and_memory(tmp_path, monkeypatch):
     assert 10_000 * 11 * 4 <= row["state_bytes_per_seed"] < 2 * 10_000 * 11 * 4 + 2**20
     assert (tmp_path / "dqn_CartPole-v1.md").read_text().count("| 3 |") == 1
     assert (tmp_path / "dqn_CartPole-v1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_throughput_measures_an_agent_through_its_contract_alone(tmp_path):
+    """population_td is a tabular model (no network parameters, no update counter, no
+    train_every): measured by init/update and its config's schedule, one learning step per
+    transition."""
+    from benchmarks import throughput
+
+    # The mouse task's 4 clock states (delay 3); quantile cells need no imputation to compile.
+    overrides = {"num_states": "4", "variant": "quantile"}
+    payload = throughput.run(
+        "population_td", "VariableMagnitude-mouse", [3], 200, overrides, tmp_path
+    )
+    (row,) = payload["rows"]
+    assert row["status"] == "ok", row["status"]
+    assert row["num_devices"] == row["learning_only_devices"] == 2
+    assert row["update_flops_per_seed"] > 0
+    assert row["learning_only_flops_per_second"] == pytest.approx(
+        row["learning_only_steps_per_second"] * row["update_flops_per_seed"]
+    )
+
+
+def test_learning_schedule_is_read_from_the_config():
+    from agents.base import learning_schedule
+
+    assert learning_schedule(agents.make_config("dqn", learning_starts=5, train_every=4)) == (5, 4)
+    # No schedule declared: learning from the first transition, a step per transition.
+    assert learning_schedule(agents.make_config("population_td")) == (0, 1)

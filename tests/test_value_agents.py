@@ -309,3 +309,19 @@ class TestQRDQNLoss:
             jnp.zeros((1, 1, 2)),
         )
         np.testing.assert_allclose(loss, 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": "32.5"}, "batch_size='32.5' is not an integer; valid: a whole number"),
+        ({"batch_size": True}, "batch_size=True is not an integer"),
+        ({"learning_rate": "-inf"}, "learning_rate='-inf' is not a finite number"),
+        ({"hidden_sizes": "64,x"}, "hidden_sizes[1]='x' is not an integer"),
+    ],
+)
+def test_config_overrides_follow_the_shared_reading(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        agents.make_config("dqn", **overrides)
+    assert str(raised.value).startswith(message), str(raised.value)
+    assert agents.make_config("dqn", batch_size="1e2").batch_size == 100
