@@ -224,7 +224,7 @@ def run_cell(
     finally:
         if bar is not None:
             bar.close()
-    return score(spec, results, base_seed=base_seed)
+    return cell_record(spec, results, base_seed=base_seed)
 
 
 def diverged_seeds(results: SeedResults) -> np.ndarray:
@@ -276,7 +276,7 @@ def _aggregates(per_seed: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def score(spec: CellSpec, results: SeedResults, *, base_seed: int = 0) -> dict[str, Any]:
+def cell_record(spec: CellSpec, results: SeedResults, *, base_seed: int = 0) -> dict[str, Any]:
     """The cell's JSON record: per-seed values, aggregates, curves, calibration, throughput."""
     diverged = diverged_seeds(results)
     finite = ~diverged

@@ -103,7 +103,7 @@ def compile_programs(
 
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
     init = compile_timed("init", trainer.init, keys, num_batched=1)
-    runner = jax.tree.map(
+    state = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         jax.eval_shape(jax.vmap(trainer.init), keys),
     )
@@ -111,7 +111,7 @@ def compile_programs(
     run_segment = compile_timed(
         "run_segment",
         trainer.run_segment,
-        runner,
+        state,
         index,
         index,
         donate=True,
@@ -119,7 +119,7 @@ def compile_programs(
         num_shared=2,
         updates_first=True,
     )
-    evaluate = compile_timed("evaluate", trainer.evaluate, runner, keys, num_batched=2)
+    evaluate = compile_timed("evaluate", trainer.evaluate, state, keys, num_batched=2)
     return Programs(init, run_segment, evaluate, fold_in, seconds)
 
 
@@ -133,24 +133,91 @@ class ChunkTiming(NamedTuple):
     probe_seconds: list[float]
 
 
-def train_chunk(programs: Programs, runner, config: TrainConfig, chunk: int, probe):
+def train_chunk(programs: Programs, state, config: TrainConfig, chunk: int, probe):
     """One chunk (the iterations between two evaluations) as separately timed segments, the
-    probe timed after each. Returns the runner, the chunk's summed SegmentLog and its timing."""
+    probe timed after each. Returns the loop state, the chunk's summed SegmentLog and its
+    timing."""
     chunk_end = min((chunk + 1) * config.chunk_length, config.num_iterations)
     timing = ChunkTiming([], [], [])
     sums = None
     for first in range(chunk * config.chunk_length, chunk_end, config.segment_length):
         start = time.perf_counter()
-        runner, log = programs.run_segment(
-            runner, jnp.asarray(first, jnp.int32), jnp.asarray(chunk_end, jnp.int32)
+        state, log = programs.run_segment(
+            state, jnp.asarray(first, jnp.int32), jnp.asarray(chunk_end, jnp.int32)
         )
-        jax.block_until_ready(runner)
+        jax.block_until_ready(state)
         timing.segment_seconds.append(time.perf_counter() - start)
         timing.segment_iterations.append(min(config.segment_length, chunk_end - first))
         timing.probe_seconds.append(probe(PROBE_FRACTION * timing.segment_seconds[-1]))
         log = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(log))
         sums = log if sums is None else jax.tree.map(np.add, sums, log)
-    return runner, sums, timing
+    return state, sums, timing
+
+
+class CompiledRun(NamedTuple):
+    """A run ready to train: its compiled programs, each seed's evaluation key, the probe, and
+    the seconds it took to get here."""
+
+    programs: Programs
+    eval_keys: jax.Array
+    probe: Callable[[float], float]
+    sharding: NamedSharding
+    compile_seconds: float  # compiling every program, initialising the seeds and the probe
+
+
+def compile_run(
+    agent: Agent, env, env_params, config: TrainConfig, seed_ids: np.ndarray, base_seed: int
+) -> tuple[CompiledRun, Any]:
+    """The run's compiled programs over the sharded, padded seeds, and every seed's initial
+    loop state."""
+    trainer = make_train(agent, env, env_params, config)
+    block = config.seed_block or seed_blocks.default_block_size(jax.default_backend())
+    keys, sharding = sharded_seed_keys(base_seed, seed_ids, block)
+    start = time.perf_counter()
+    programs = compile_programs(trainer, keys, sharding, block)
+    train_keys = programs.fold_in(keys, jnp.asarray(0, jnp.uint32))
+    eval_keys = programs.fold_in(keys, jnp.asarray(1, jnp.uint32))
+    state = jax.block_until_ready(programs.init(train_keys))
+    probe = make_probe(sharding)
+    seconds = time.perf_counter() - start
+    return CompiledRun(programs, eval_keys, probe, sharding, seconds), state
+
+
+def evaluate_chunk(run: CompiledRun, state, chunk: int):
+    """Every seed's greedy evaluation after `chunk`, on the host, and its seconds."""
+    start = time.perf_counter()
+    chunk_key = run.programs.fold_in(run.eval_keys, jnp.asarray(chunk, jnp.uint32))
+    evaluation = jax.device_get(run.programs.evaluate(state, chunk_key))
+    return evaluation, time.perf_counter() - start
+
+
+class ChunkHistory(NamedTuple):
+    """What each chunk of a run left, in chunk order (seed axes still padded)."""
+
+    timings: list[ChunkTiming]
+    logs: list  # the chunk's summed SegmentLog
+    evaluations: list  # Evaluation after the chunk
+    eval_seconds: list[float]
+
+
+def run_chunks(run: CompiledRun, state, config: TrainConfig, num_seeds: int, progress):
+    """Train chunk by chunk, evaluating after each and reporting it to `progress`; returns the
+    final loop state and the chunks' history."""
+    history = ChunkHistory([], [], [], [])
+    for chunk in range(config.num_evals):
+        state, log, timing = train_chunk(run.programs, state, config, chunk, run.probe)
+        evaluation, seconds = evaluate_chunk(run, state, chunk)
+        history.timings.append(timing)
+        history.logs.append(log)
+        history.evaluations.append(evaluation)
+        history.eval_seconds.append(seconds)
+        if progress is not None:
+            progress(
+                chunk + 1,
+                config.num_evals,
+                {"eval_return": float(np.mean(evaluation.returns[:num_seeds]))},
+            )
+    return state, history
 
 
 def run_seeds(
@@ -172,68 +239,55 @@ def run_seeds(
     `progress(chunk_done, num_chunks, info)` is called between chunks.
     """
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
-    num_seeds = len(seed_ids)
-    trainer = make_train(agent, env, env_params, config)
-    block = config.seed_block or seed_blocks.default_block_size(jax.default_backend())
-    keys, sharding = sharded_seed_keys(base_seed, seed_ids, block)
-    compile_start = time.perf_counter()
-    programs = compile_programs(trainer, keys, sharding, block)
-    train_keys = programs.fold_in(keys, jnp.asarray(0, jnp.uint32))
-    eval_keys = programs.fold_in(keys, jnp.asarray(1, jnp.uint32))
-    runner = jax.block_until_ready(programs.init(train_keys))
-    probe = make_probe(sharding)
-    compile_seconds = time.perf_counter() - compile_start
+    run, state = compile_run(agent, env, env_params, config, seed_ids, base_seed)
+    state, history = run_chunks(run, state, config, len(seed_ids), progress)
+    final_state = _unpadded(state.agent_state, len(seed_ids)) if keep_state else None
+    return seed_results(seed_ids, config, run, history, final_state)
 
-    timings, logs, evaluations = [], [], []
-    eval_seconds = 0.0
-    for chunk in range(config.num_evals):
-        runner, log, timing = train_chunk(programs, runner, config, chunk, probe)
-        start = time.perf_counter()
-        chunk_key = programs.fold_in(eval_keys, jnp.asarray(chunk, jnp.uint32))
-        evaluation = jax.device_get(programs.evaluate(runner, chunk_key))
-        eval_seconds += time.perf_counter() - start
-        timings.append(timing)
-        logs.append(log)
-        evaluations.append(evaluation)
-        if progress is not None:
-            progress(
-                chunk + 1,
-                config.num_evals,
-                {"eval_return": float(np.mean(evaluation.returns[:num_seeds]))},
-            )
 
-    def stack(values, axis=1):
-        return np.stack([np.asarray(v)[:num_seeds] for v in values], axis=axis)
-
-    def flat(field):
-        return np.asarray([x for timing in timings for x in getattr(timing, field)])
-
-    segment_seconds = flat("segment_seconds")
-    final = evaluations[-1]
-    eval_steps = np.minimum(
+def eval_env_steps(config: TrainConfig) -> np.ndarray:
+    """[num_evals] env steps per seed at each evaluation."""
+    return np.minimum(
         (np.arange(1, config.num_evals + 1) * config.chunk_length) * config.num_envs,
         config.num_iterations * config.num_envs,
     )
+
+
+def _unpadded(tree, num_seeds: int):
+    """The tree on the host without the padded seeds' rows."""
+    return jax.tree.map(lambda x: np.asarray(x)[:num_seeds], jax.device_get(tree))
+
+
+def seed_results(
+    seed_ids: np.ndarray, config: TrainConfig, run: CompiledRun, history: ChunkHistory, final_state
+) -> SeedResults:
+    """The run's per-seed outcomes (padded seeds dropped), curves over chunks and timings."""
+    num_seeds = len(seed_ids)
+
+    def stack(values):  # per-chunk values [S, ...] -> [S, num_chunks, ...]
+        return np.stack([np.asarray(v)[:num_seeds] for v in values], axis=1)
+
+    def flat(field):
+        return np.asarray([x for timing in history.timings for x in getattr(timing, field)])
+
+    segment_seconds = flat("segment_seconds")
+    evaluations, logs = history.evaluations, history.logs
     return SeedResults(
         seed_ids=seed_ids,
-        eval_steps=eval_steps,
+        eval_steps=eval_env_steps(config),
         eval_returns=stack([e.returns for e in evaluations]),
         eval_discounted=stack([e.discounted_returns for e in evaluations]),
-        final={k: np.asarray(v)[:num_seeds] for k, v in final._asdict().items()},
+        final={k: np.asarray(v)[:num_seeds] for k, v in evaluations[-1]._asdict().items()},
         train_returns=stack([log.return_sum / np.maximum(log.episodes, 1.0) for log in logs]),
         train_loss=stack([log.loss_sum / np.maximum(log.iterations, 1.0) for log in logs]),
-        compile_seconds=compile_seconds,
+        compile_seconds=run.compile_seconds,
         train_seconds=float(np.sum(segment_seconds)),
         segment_seconds=segment_seconds,
         segment_env_steps=flat("segment_iterations") * config.num_envs,
         probe_seconds=flat("probe_seconds"),
-        eval_seconds=eval_seconds,
+        eval_seconds=float(sum(history.eval_seconds)),
         env_steps=config.num_iterations * config.num_envs,
-        num_devices=sharding.mesh.size,
-        program_compile_seconds=programs.compile_seconds,
-        final_state=(
-            jax.tree.map(lambda x: np.asarray(x)[:num_seeds], jax.device_get(runner.agent_state))
-            if keep_state
-            else None
-        ),
+        num_devices=run.sharding.mesh.size,
+        program_compile_seconds=run.programs.compile_seconds,
+        final_state=final_state,
     )

@@ -10,7 +10,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import agents
 import envs
@@ -61,8 +61,52 @@ def _line_of(text: str, key: str, section: str | None = None) -> str:
     return "unknown line"
 
 
+class _SuiteFile(NamedTuple):
+    """A suite file as read: its path and text (for errors that name a line) and its TOML."""
+
+    path: Path
+    text: str
+    data: dict
+
+    def fail(self, key: str, message: str, section: str | None = None) -> NoReturn:
+        raise SuiteError(f"{self.path.name} ({_line_of(self.text, key, section)}): {message}")
+
+
+class _SuiteWide(NamedTuple):
+    """What every env table of a train suite starts from, and the command line's overrides,
+    which beat every table."""
+
+    agents: list[str]
+    agent: dict  # the [agent] table: overrides for all agents, and [agent.NAME] sub-tables
+    train: dict  # the [train] table, --steps applied
+    seeds: int  # the suite's seeds per cell
+    cli_seeds: int | None
+    cli_steps: int | None
+
+
 def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = None) -> Suite:
     """Parse and validate a suite by name (benchmarks/suites/NAME.toml) or by path."""
+    suite_file = _read(_suite_path(name_or_path))
+    kind, suite_seeds = _check_top_level(suite_file, seeds)
+    cells, cell_seeds = [], []
+    if kind == "train":
+        cells, cell_seeds = _train_cells(
+            suite_file, _suite_wide(suite_file, suite_seeds, seeds, steps)
+        )
+    return Suite(
+        suite_file.path.stem,
+        suite_file.data.get("description", ""),
+        kind,
+        suite_seeds,
+        tuple(cells),
+        tuple(cell_seeds),
+        suite_file.data.get("options", {}),
+        suite_file.text,
+    )
+
+
+def _suite_path(name_or_path: str) -> Path:
+    """A suite's file: NAME.toml in benchmarks/suites/, or the path given."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = SUITES_DIR / f"{name_or_path}.toml"
@@ -70,32 +114,48 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
             raise SuiteError(f"unknown suite {name_or_path!r}; valid: {', '.join(names())}")
     elif not path.is_file():
         raise SuiteError(f"suite file {str(path)!r} does not exist")
+    return path
+
+
+def _read(path: Path) -> _SuiteFile:
+    """The suite file's text and parsed TOML."""
     text = path.read_text()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"suite file {path.name} is not valid TOML: {err}") from None
+    return _SuiteFile(path, text, data)
 
-    def fail(key: str, message: str, section: str | None = None):
-        raise SuiteError(f"{path.name} ({_line_of(text, key, section)}): {message}")
 
+def _is_seed_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_top_level(suite_file: _SuiteFile, seeds: int | None) -> tuple[str, int]:
+    """The suite's kind and seeds per cell (--seeds, where given), once its top-level keys,
+    kind and seeds are valid."""
+    data = suite_file.data
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
-        fail(unknown[0], f"unknown key {unknown[0]!r}; valid: {', '.join(sorted(_TOP_KEYS))}")
+        suite_file.fail(
+            unknown[0], f"unknown key {unknown[0]!r}; valid: {', '.join(sorted(_TOP_KEYS))}"
+        )
     kind = data.get("kind", "train")
     if kind not in KINDS:
-        fail("kind", f"kind={kind!r}; valid: {', '.join(KINDS)}")
+        suite_file.fail("kind", f"kind={kind!r}; valid: {', '.join(KINDS)}")
     suite_seeds = seeds if seeds is not None else data.get("seeds", 8)
-    if not isinstance(suite_seeds, int) or isinstance(suite_seeds, bool) or suite_seeds < 1:
+    if not _is_seed_count(suite_seeds):
         if seeds is not None:
             raise ConfigError(f"--seeds={seeds} must be >= 1")
-        fail("seeds", f"seeds={suite_seeds!r} must be an integer >= 1")
-    options = data.get("options", {})
-    if kind != "train":
-        return Suite(
-            path.stem, data.get("description", ""), kind, suite_seeds, (), (), options, text
-        )
+        suite_file.fail("seeds", f"seeds={suite_seeds!r} must be an integer >= 1")
+    return kind, suite_seeds
 
+
+def _suite_wide(
+    suite_file: _SuiteFile, suite_seeds: int, seeds: int | None, steps: int | None
+) -> _SuiteWide:
+    """A train suite's agents, envs and suite-wide tables, validated."""
+    data, fail = suite_file.data, suite_file.fail
     agent_names = data.get("agents")
     if not isinstance(agent_names, list) or not agent_names:
         fail("agents", "agents must be a non-empty list of agent names")
@@ -108,74 +168,102 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
     duplicated = sorted({a for a in agent_names if agent_names.count(a) > 1})
     if duplicated:
         fail("agents", f"agents lists {duplicated[0]!r} more than once; list each agent once")
-    common_agent = data.get("agent", {})
     common_train = dict(data.get("train", {}))
     if steps is not None:
         common_train["total_steps"] = steps
-    for key in common_train:
-        if key not in _TRAIN_KEYS:
-            fail(key, f"unknown train key {key!r}; valid: {', '.join(sorted(_TRAIN_KEYS))}")
+    _check_train_keys(suite_file, common_train)
+    return _SuiteWide(agent_names, data.get("agent", {}), common_train, suite_seeds, seeds, steps)
 
+
+def _train_cells(suite_file: _SuiteFile, wide: _SuiteWide) -> tuple[list[CellSpec], list[int]]:
+    """Every agent x env cell of a train suite, env by env, and each cell's seeds."""
     cells, cell_seeds = [], []
-    for env_name, table in env_tables.items():
-        if env_name not in envs.names():
-            fail(env_name, f"unknown environment {env_name!r}; valid: {', '.join(envs.names())}")
-        if not isinstance(table, dict):
-            fail(env_name, f'envs."{env_name}" must be a table')
-        bad = sorted(set(table) - _ENV_KEYS)
-        if bad:
-            fail(
-                bad[0],
-                f"unknown key {bad[0]!r} under {env_name}; valid: {', '.join(sorted(_ENV_KEYS))}",
-            )
-        env_train = {**common_train, **table.get("train", {})}
-        if steps is not None:
-            env_train["total_steps"] = steps
-        for key in env_train:
-            if key not in _TRAIN_KEYS:
-                fail(key, f"unknown train key {key!r}; valid: {', '.join(sorted(_TRAIN_KEYS))}")
-        env_agent = table.get("agent", {})
-        _check_agent_keys(common_agent, agent_names, fail)
-        _check_agent_keys(env_agent, agent_names, fail)
-        for agent in agent_names:
-            fields = {f.name for f in dataclasses.fields(agents.module(agent).Config)}
-            # Later layers win: suite-wide, suite-wide [agent.NAME], env-wide, env [agent.NAME].
-            overrides = {}
-            for layer in (
-                common_agent,
-                common_agent.get(agent, {}),
-                env_agent,
-                env_agent.get(agent, {}),
-            ):
-                overrides.update({k: v for k, v in layer.items() if k in fields})
-            try:
-                cells.append(
-                    CellSpec.build(agent, env_name, overrides, table.get("params", {}), env_train)
-                )
-            except (ConfigError, envs.EnvError) as err:
-                fail(env_name, f"{agent} on {env_name}: {err}")
-        env_seeds = seeds if seeds is not None else table.get("seeds", suite_seeds)
-        if not isinstance(env_seeds, int) or isinstance(env_seeds, bool) or env_seeds < 1:
-            fail(
-                "seeds",
-                f'envs."{env_name}" seeds={env_seeds!r} must be an integer >= 1',
-                section=env_name,
-            )
-        cell_seeds += [env_seeds] * len(agent_names)
-    return Suite(
-        path.stem,
-        data.get("description", ""),
-        kind,
-        suite_seeds,
-        tuple(cells),
-        tuple(cell_seeds),
-        options,
-        text,
-    )
+    for env_name, table in suite_file.data["envs"].items():
+        env_cells, env_seeds = _env_cells(suite_file, wide, env_name, table)
+        cells += env_cells
+        cell_seeds += [env_seeds] * len(env_cells)
+    return cells, cell_seeds
 
 
-def _check_agent_keys(overrides: dict, agent_names: list[str], fail) -> None:
+def _check_train_keys(suite_file: _SuiteFile, train: dict) -> None:
+    for key in train:
+        if key not in _TRAIN_KEYS:
+            suite_file.fail(
+                key, f"unknown train key {key!r}; valid: {', '.join(sorted(_TRAIN_KEYS))}"
+            )
+
+
+def _env_cells(
+    suite_file: _SuiteFile, wide: _SuiteWide, env_name: str, table
+) -> tuple[list[CellSpec], int]:
+    """The cells of one [envs."NAME"] table, one per agent, and its seeds per cell."""
+    _check_env_table(suite_file, env_name, table)
+    env_train = _env_train(suite_file, wide, table)
+    env_agent = table.get("agent", {})
+    # The suite-wide [agent] table is checked here, after the env's own keys, so that of two
+    # mistakes in a file the one reported is the same as it has always been.
+    _check_agent_keys(suite_file, wide.agent, wide.agents)
+    _check_agent_keys(suite_file, env_agent, wide.agents)
+    cells = []
+    for agent in wide.agents:
+        overrides = _agent_overrides(agent, wide.agent, env_agent)
+        try:
+            cells.append(
+                CellSpec.build(agent, env_name, overrides, table.get("params", {}), env_train)
+            )
+        except (ConfigError, envs.EnvError) as err:
+            suite_file.fail(env_name, f"{agent} on {env_name}: {err}")
+    return cells, _env_seeds(suite_file, wide, env_name, table)
+
+
+def _check_env_table(suite_file: _SuiteFile, env_name: str, table) -> None:
+    fail = suite_file.fail
+    if env_name not in envs.names():
+        fail(env_name, f"unknown environment {env_name!r}; valid: {', '.join(envs.names())}")
+    if not isinstance(table, dict):
+        fail(env_name, f'envs."{env_name}" must be a table')
+    bad = sorted(set(table) - _ENV_KEYS)
+    if bad:
+        fail(
+            bad[0],
+            f"unknown key {bad[0]!r} under {env_name}; valid: {', '.join(sorted(_ENV_KEYS))}",
+        )
+
+
+def _env_train(suite_file: _SuiteFile, wide: _SuiteWide, table: dict) -> dict:
+    """The training overrides on one env: the suite's [train], the env's, then --steps."""
+    env_train = {**wide.train, **table.get("train", {})}
+    if wide.cli_steps is not None:
+        env_train["total_steps"] = wide.cli_steps
+    _check_train_keys(suite_file, env_train)
+    return env_train
+
+
+def _agent_overrides(agent: str, common_agent: dict, env_agent: dict) -> dict:
+    """One agent's config overrides on one env, from the keys of its Config in each layer.
+    Later layers win: suite-wide, suite-wide [agent.NAME], env-wide, env [agent.NAME]."""
+    fields = {f.name for f in dataclasses.fields(agents.module(agent).Config)}
+    overrides = {}
+    for layer in (common_agent, common_agent.get(agent, {}), env_agent, env_agent.get(agent, {})):
+        overrides.update({k: v for k, v in layer.items() if k in fields})
+    return overrides
+
+
+def _env_seeds(suite_file: _SuiteFile, wide: _SuiteWide, env_name: str, table: dict) -> int:
+    """Seeds per cell on one env: --seeds, else the env's own count, else the suite's."""
+    env_seeds = wide.cli_seeds if wide.cli_seeds is not None else table.get("seeds", wide.seeds)
+    if not _is_seed_count(env_seeds):
+        suite_file.fail(
+            "seeds",
+            f'envs."{env_name}" seeds={env_seeds!r} must be an integer >= 1',
+            section=env_name,
+        )
+    return env_seeds
+
+
+def _check_agent_keys(suite_file: _SuiteFile, overrides: dict, agent_names: list[str]) -> None:
     """A key no agent of the suite has is a typo: name it with the keys that would be valid."""
+    fail = suite_file.fail
     fields = {a: {f.name for f in dataclasses.fields(agents.module(a).Config)} for a in agent_names}
     shared = set().union(*fields.values())
     for key, value in overrides.items():

@@ -63,7 +63,9 @@ class TrainConfig:
         return math.ceil(self.chunk_length / self.segments_per_chunk)
 
 
-class Runner(NamedTuple):
+class LoopState(NamedTuple):
+    """One seed's training loop state, carried from iteration to iteration."""
+
     agent_state: Any
     env_state: Any
     obs: jnp.ndarray
@@ -94,6 +96,20 @@ class Evaluation(NamedTuple):
     start_actions: jnp.ndarray
 
 
+class GreedyEpisodes(NamedTuple):
+    """Evaluation's while-loop state: a batch of greedy episodes run side by side to their end."""
+
+    t: jnp.ndarray  # steps taken so far
+    key: jax.Array
+    obs: jnp.ndarray
+    env_state: Any
+    returns: jnp.ndarray  # [E] undiscounted return so far
+    discounted_returns: jnp.ndarray  # [E]
+    alive: jnp.ndarray  # [E] the episode has not ended
+    lengths: jnp.ndarray  # [E]
+    action: jnp.ndarray  # [E] the action of the step before (at t=0, the start-state action)
+
+
 def env_spec(env, env_params) -> EnvSpec:
     """The observation shape and number of actions an agent sees, or a clear error."""
     space = env.action_space(env_params)
@@ -106,128 +122,181 @@ def env_spec(env, env_params) -> EnvSpec:
     return EnvSpec(observation_shape=shape, num_actions=int(space.n))
 
 
+@dataclasses.dataclass(frozen=True)
+class VectorEnv:
+    """An env and its params, vmapped over a batch of envs that each get a key of their own."""
+
+    env: Any
+    params: Any
+
+    def reset(self, key: jax.Array, count: int):
+        """(obs, env_state) of `count` fresh episodes."""
+        reset = jax.vmap(self.env.reset, in_axes=(0, None))
+        return reset(jax.random.split(key, count), self.params)
+
+    def step(self, key: jax.Array, env_state, action: jnp.ndarray):
+        """Step every env (gymnax auto-resets an ended one): obs, state, reward, terminated,
+        truncated, info."""
+        step = jax.vmap(self.env.step, in_axes=(0, 0, 0, None))
+        return step(jax.random.split(key, action.shape[0]), env_state, action, self.params)
+
+
 class Trainer(NamedTuple):
     """Pure per-seed functions; `run_seeds` vmaps and jits them."""
 
-    init: Callable[[jax.Array], Runner]
-    # run_segment(runner, first, end): iterations first, first+1, ... below end.
-    run_segment: Callable[[Runner, jnp.ndarray, jnp.ndarray], tuple[Runner, SegmentLog]]
-    evaluate: Callable[[Runner, jax.Array], Evaluation]
+    init: Callable[[jax.Array], LoopState]
+    # run_segment(state, first, end): iterations first, first+1, ... below end.
+    run_segment: Callable[[LoopState, jnp.ndarray, jnp.ndarray], tuple[LoopState, SegmentLog]]
+    evaluate: Callable[[LoopState, jax.Array], Evaluation]
     config: TrainConfig
 
 
 def make_train(agent: Agent, env, env_params, config: TrainConfig) -> Trainer:
     """Build the loop. Nothing here knows which agent or env it runs."""
     spec = env_spec(env, env_params)
-    num_envs = config.num_envs
+    vector_env = VectorEnv(env, env_params)
     gamma = float(agent.config.gamma)
-    reset = jax.vmap(env.reset, in_axes=(0, None))
-    step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    horizon = eval_horizon(env_params, config)
 
-    def init(key: jax.Array) -> Runner:
-        agent_key, env_key, key = jax.random.split(key, 3)
-        obs, env_state = reset(jax.random.split(env_key, num_envs), env_params)
-        return Runner(
-            agent.init(agent_key, spec),
-            env_state,
-            obs,
-            jnp.zeros((num_envs,), jnp.float32),
-            key,
-        )
+    def init(key: jax.Array) -> LoopState:
+        return init_loop(agent, spec, vector_env, config.num_envs, key)
 
-    def iteration(carry, iteration_index, end):
-        step = iteration_index * num_envs  # global env-step count, unbatched across seeds
+    def run_segment(state: LoopState, first: jnp.ndarray, end: jnp.ndarray):
+        return train_segment(agent, vector_env, config, state, first, end)
 
-        def advance(runner, iterations, episodes, return_sum, loss_sum):
-            key, act_key, env_key, update_key = jax.random.split(runner.key, 4)
-            action = agent.act(runner.agent_state, runner.obs, act_key, step, True)
-            next_obs, env_state, reward, terminated, truncated, info = step_envs(
-                jax.random.split(env_key, num_envs), runner.env_state, action, env_params
-            )
-            transition = Transition(
-                obs=runner.obs,
-                action=action,
-                reward=reward.astype(jnp.float32),
-                discount=1.0 - terminated.astype(jnp.float32),
-                next_obs=info["final_observation"],
-            )
-            agent_state, metrics = agent.update(runner.agent_state, transition, update_key, step)
-            done = jnp.logical_or(terminated, truncated)
-            episode_return = runner.episode_return + reward
-            runner = Runner(
-                agent_state, env_state, next_obs, jnp.where(done, 0.0, episode_return), key
-            )
-            return (
-                runner,
-                iterations + 1.0,
-                episodes + jnp.sum(done),
-                return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
-                loss_sum + metrics["loss"],
-            )
+    def evaluate(state: LoopState, key: jax.Array) -> Evaluation:
+        return evaluate_greedy(agent, vector_env, config.eval_episodes, horizon, gamma, state, key)
+
+    return Trainer(init, run_segment, evaluate, config)
+
+
+def init_loop(agent: Agent, spec: EnvSpec, vector_env: VectorEnv, num_envs: int, key):
+    """A fresh agent and `num_envs` fresh episodes."""
+    agent_key, env_key, key = jax.random.split(key, 3)
+    obs, env_state = vector_env.reset(env_key, num_envs)
+    return LoopState(
+        agent.init(agent_key, spec), env_state, obs, jnp.zeros((num_envs,), jnp.float32), key
+    )
+
+
+def train_segment(agent: Agent, vector_env: VectorEnv, config: TrainConfig, state, first, end):
+    """A `lax.scan` over iterations first, ..., first + segment_length - 1, running those below
+    `end`; returns the state after them and their summed SegmentLog."""
+
+    def iteration(carry, index):
+        step = index * config.num_envs  # global env-step count, unbatched across seeds
+
+        def advance(carry):
+            return train_iteration(agent, vector_env, *carry, step)
 
         # The last segment of a chunk may overrun the chunk's end (or total_steps): those
         # iterations are skipped (a real branch, since the predicate is the same for every seed).
-        carry = jax.lax.cond(iteration_index < end, advance, lambda *c: c, *carry)
-        return carry, None
+        return jax.lax.cond(index < end, advance, lambda skipped: skipped, carry), None
 
-    def run_segment(runner: Runner, first: jnp.ndarray, end: jnp.ndarray):
-        zero = jnp.zeros((), jnp.float32)
-        (runner, *sums), _ = jax.lax.scan(
-            lambda carry, i: iteration(carry, i, end),
-            (runner, zero, zero, zero, zero),
-            first + jnp.arange(config.segment_length),
-        )
-        return runner, SegmentLog(*sums)
+    zero = jnp.zeros((), jnp.float32)
+    (state, log), _ = jax.lax.scan(
+        iteration,
+        (state, SegmentLog(zero, zero, zero, zero)),
+        first + jnp.arange(config.segment_length),
+    )
+    return state, log
 
+
+def train_iteration(agent: Agent, vector_env: VectorEnv, state: LoopState, log, step):
+    """One iteration: act in every env, step them, update the agent on the batch; returns the
+    next state and `log` with this iteration added."""
+    key, act_key, env_key, update_key = jax.random.split(state.key, 4)
+    action = agent.act(state.agent_state, state.obs, act_key, step, True)
+    next_obs, env_state, reward, terminated, truncated, info = vector_env.step(
+        env_key, state.env_state, action
+    )
+    transition = Transition(
+        obs=state.obs,
+        action=action,
+        reward=reward.astype(jnp.float32),
+        # Only a terminal state stops bootstrapping: an episode cut by a time limit bootstraps
+        # from its true last state, gymnax's final observation (not the state after the reset).
+        discount=1.0 - terminated.astype(jnp.float32),
+        next_obs=info["final_observation"],
+    )
+    agent_state, metrics = agent.update(state.agent_state, transition, update_key, step)
+    done = jnp.logical_or(terminated, truncated)
+    episode_return = state.episode_return + reward
+    state = LoopState(agent_state, env_state, next_obs, jnp.where(done, 0.0, episode_return), key)
+    log = SegmentLog(
+        log.iterations + 1.0,
+        log.episodes + jnp.sum(done),
+        log.return_sum + jnp.sum(jnp.where(done, episode_return, 0.0)),
+        log.loss_sum + metrics["loss"],
+    )
+    return state, log
+
+
+def eval_horizon(env_params, config: TrainConfig) -> int:
+    """Steps after which an evaluation episode is cut: the env's time limit, at most
+    max_eval_steps."""
     max_steps = int(getattr(env_params, "max_steps_in_episode", config.max_eval_steps))
-    max_steps = min(max_steps, config.max_eval_steps)
+    return min(max_steps, config.max_eval_steps)
 
-    def evaluate(runner: Runner, key: jax.Array) -> Evaluation:
-        """Run eval_episodes greedy episodes to their end; predictions at their start states."""
-        episodes = config.eval_episodes
-        reset_key, key = jax.random.split(key)
-        obs, env_state = reset(jax.random.split(reset_key, episodes), env_params)
-        state = runner.agent_state
-        start_dist = agent.distribution(state, obs)  # [E, A, n]
-        first_key, key = jax.random.split(key)
-        first_action = agent.act(state, obs, first_key, jnp.asarray(0), False)
-        start_locs = at_actions(start_dist.locs, first_action)
-        start_probs = at_actions(start_dist.probs, first_action)
 
-        def cond(carry):
-            t, _, _, _, _, _, alive, _, _ = carry
-            return jnp.logical_and(t < max_steps, jnp.any(alive))
+def evaluate_greedy(agent, vector_env, num_episodes: int, horizon: int, gamma: float, state, key):
+    """Run `num_episodes` greedy episodes from fresh resets to their end (or `horizon`); the
+    predictions at their start states for the action taken there."""
+    reset_key, key = jax.random.split(key)
+    obs, env_state = vector_env.reset(reset_key, num_episodes)
+    agent_state = state.agent_state
+    start_dist = agent.distribution(agent_state, obs)  # [E, A, n]
+    first_key, key = jax.random.split(key)
+    first_action = agent.act(agent_state, obs, first_key, jnp.asarray(0), False)
+    start_locs = at_actions(start_dist.locs, first_action)
+    start_probs = at_actions(start_dist.probs, first_action)
 
-        def body(carry):
-            t, key, obs, env_state, ret, disc_ret, alive, length, action = carry
-            key, act_key, env_key = jax.random.split(key, 3)
-            action = jnp.where(
-                t == 0, action, agent.act(state, obs, act_key, jnp.asarray(0), False)
-            )
-            obs, env_state, reward, terminated, truncated, _ = step_envs(
-                jax.random.split(env_key, episodes), env_state, action, env_params
-            )
-            ret = ret + jnp.where(alive, reward, 0.0)
-            disc_ret = disc_ret + jnp.where(alive, reward * gamma**t, 0.0)
-            length = length + alive
-            alive = jnp.logical_and(alive, ~jnp.logical_or(terminated, truncated))
-            return t + 1, key, obs, env_state, ret, disc_ret, alive, length, action
+    def running(episodes: GreedyEpisodes):
+        return jnp.logical_and(episodes.t < horizon, jnp.any(episodes.alive))
 
-        zeros = jnp.zeros((episodes,), jnp.float32)
-        carry = (
-            jnp.asarray(0),
-            key,
-            obs,
-            env_state,
-            zeros,
-            zeros,
-            jnp.ones((episodes,), bool),
-            jnp.zeros((episodes,), jnp.int32),
-            first_action,
-        )
-        _, _, _, _, ret, disc_ret, _, length, _ = jax.lax.while_loop(cond, body, carry)
-        return Evaluation(
-            ret, disc_ret, length, start_locs, start_probs, first_action.astype(jnp.int32)
-        )
+    def step(episodes: GreedyEpisodes):
+        return greedy_step(agent, vector_env, agent_state, gamma, episodes)
 
-    return Trainer(init, run_segment, evaluate, config)
+    zeros = jnp.zeros((num_episodes,), jnp.float32)
+    start = GreedyEpisodes(
+        t=jnp.asarray(0),
+        key=key,
+        obs=obs,
+        env_state=env_state,
+        returns=zeros,
+        discounted_returns=zeros,
+        alive=jnp.ones((num_episodes,), bool),
+        lengths=jnp.zeros((num_episodes,), jnp.int32),
+        action=first_action,
+    )
+    end = jax.lax.while_loop(running, step, start)
+    return Evaluation(
+        end.returns,
+        end.discounted_returns,
+        end.lengths,
+        start_locs,
+        start_probs,
+        first_action.astype(jnp.int32),
+    )
+
+
+def greedy_step(agent, vector_env, agent_state, gamma: float, episodes: GreedyEpisodes):
+    """One greedy step of every episode; an ended one steps on but adds nothing. The first
+    step takes the start-state action, the one whose return law was predicted."""
+    t, alive = episodes.t, episodes.alive
+    key, act_key, env_key = jax.random.split(episodes.key, 3)
+    action = jnp.where(
+        t == 0,
+        episodes.action,
+        agent.act(agent_state, episodes.obs, act_key, jnp.asarray(0), False),
+    )
+    obs, env_state, reward, terminated, truncated, _ = vector_env.step(
+        env_key, episodes.env_state, action
+    )
+    returns = episodes.returns + jnp.where(alive, reward, 0.0)
+    discounted_returns = episodes.discounted_returns + jnp.where(alive, reward * gamma**t, 0.0)
+    lengths = episodes.lengths + alive
+    alive = jnp.logical_and(alive, ~jnp.logical_or(terminated, truncated))
+    return GreedyEpisodes(
+        t + 1, key, obs, env_state, returns, discounted_returns, alive, lengths, action
+    )
