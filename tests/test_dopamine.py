@@ -11,6 +11,7 @@ import scipy.stats
 from agents.imputation import expectiles_of
 from benchmarks import dopamine
 from benchmarks import results as results_io
+from benchmarks.dopamine import solver
 from envs import mouse
 
 FAST = {
@@ -72,6 +73,7 @@ class TestMeasurement:
         assert dopamine.MAGNITUDES == mouse.MAGNITUDES
         assert dopamine.MAGNITUDE_PROBS == mouse.MAGNITUDE_PROBS
         assert dopamine.CUE_PROBABILITIES == mouse.VariableProbabilityParams().reward_probs
+        assert dopamine.PROBABILITY_TASK_REWARD == mouse.VariableProbabilityParams().reward_size
         assert dopamine.TRUE_REWARD_RANGE == (min(mouse.MAGNITUDES), max(mouse.MAGNITUDES))
 
 
@@ -119,7 +121,7 @@ class TestDecoding:
         matrices = factors @ np.swapaxes(factors, -1, -2) + 1e-3 * np.eye(25)
         vectors = rng.normal(size=(3, 25))
         expected = np.linalg.solve(matrices, vectors[..., None])[..., 0]
-        got = dopamine._solve_positive_definite(matrices, vectors)
+        got = solver._solve_positive_definite(matrices, vectors)
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
 
 
