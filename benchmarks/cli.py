@@ -345,6 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The agent names and the shipped suites' folder, known without importing JAX, so that a
+# misspelt name exits at once (tests/test_cli.py checks the list against agents.names()).
+AGENT_NAMES = ("dqn", "c51", "qrdqn", "iqn", "edrl", "population_td")
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+
+def _check_names(args) -> None:
+    """Bad agent and suite names, refused before anything imports JAX."""
+    agent = getattr(args, "agent", None)
+    if agent is not None and agent not in AGENT_NAMES:
+        raise UsageError(f"unknown agent {agent!r}; valid: {', '.join(AGENT_NAMES)}")
+    suite = getattr(args, "suite", None)
+    if suite is not None and not suite.endswith(".toml"):
+        shipped = sorted(path.stem for path in SUITES_DIR.glob("*.toml"))
+        if suite not in shipped:
+            raise UsageError(f"unknown suite {suite!r}; valid: {', '.join(shipped)}")
+
+
 def _usage_errors() -> tuple[type, ...]:
     """The exceptions that mean bad input. Imported only when one is raised: importing envs
     (gymnax) starts the XLA backend, which a multi-process run must initialise first."""
@@ -360,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_names(args)
         # Before any command imports jax: XLA reads its flags when its backends start.
         _set_xla_flags()
         return args.func(args)
@@ -367,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print("distbench: interrupted", file=sys.stderr)
         return 130
     except ValueError as err:
-        if not isinstance(err, _usage_errors()):
+        if not isinstance(err, UsageError) and not isinstance(err, _usage_errors()):
             raise
         print(f"distbench: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,5 @@
-"""Progress bars (rich) shown between compiled chunks; silent when stderr is not a terminal."""
+"""Progress between compiled chunks: a bar (rich) on a terminal, else one line per event
+(compiling, compiled, each chunk), so logs of batch jobs say what ran and how long it took."""
 
 from __future__ import annotations
 
@@ -20,18 +21,23 @@ class ChunkBar:
             transient=False,
             disable=not sys.stderr.isatty(),
         )
+        self._label = label
         self._task = self._progress.add_task(label, total=total, status="compiling")
         self._progress.start()
+        self._line("compiling")
 
     def update(self, done: int, total: int, info: dict) -> None:
-        status = " ".join(f"{k}={v:.1f}" for k, v in info.items())
+        if "compile_s" in info:
+            status = f"compiled in {info['compile_s']:.1f} s"
+            self._line(status)
+        else:
+            status = " ".join(f"{k}={v:.1f}" for k, v in info.items())
+            self._line(f"chunk {done}/{total} {status}")
         self._progress.update(self._task, completed=done, status=status)
+
+    def _line(self, text: str) -> None:
         if not sys.stderr.isatty():
-            print(
-                f"  {self._progress.tasks[0].description}: chunk {done}/{total} {status}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"  {self._label}: {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self._progress.stop()

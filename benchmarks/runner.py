@@ -236,10 +236,13 @@ def run_seeds(
     The seed axis is padded to whole blocks of `config.seed_block` seeds per device (padded
     seeds are dropped), sharded over all local devices and run block by block (`seed_blocks`),
     so a seed's results do not depend on how many seeds run beside it.
-    `progress(chunk_done, num_chunks, info)` is called between chunks.
+    `progress(chunk_done, num_chunks, info)` is called once compiled (chunk_done 0, info
+    {"compile_s": seconds}) and after every chunk (info {"eval_return": mean}).
     """
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
     run, state = compile_run(agent, env, env_params, config, seed_ids, base_seed)
+    if progress is not None:
+        progress(0, config.num_evals, {"compile_s": run.compile_seconds})
     state, history = run_chunks(run, state, config, len(seed_ids), progress)
     final_state = _unpadded(state.agent_state, len(seed_ids)) if keep_state else None
     return seed_results(seed_ids, config, run, history, final_state)

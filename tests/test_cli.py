@@ -1,9 +1,12 @@
 """The command line: bad input gives one clear line and exit code 2; commands run end to end."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
+from benchmarks import cli
 from benchmarks.cli import main
 
 
@@ -151,3 +154,49 @@ def test_xla_flags_added_only_where_unset_and_known(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")
     cli._set_xla_flags()
     assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
+
+
+def test_the_cli_knows_every_agent_and_suite_without_jax():
+    import agents
+    from benchmarks import suites
+
+    assert cli.AGENT_NAMES == tuple(agents.names())
+    assert sorted(p.stem for p in cli.SUITES_DIR.glob("*.toml")) == sorted(suites.names())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--agent", "nope", "--env", "CartPole-v1"], "unknown agent 'nope'; valid: dqn"),
+        (["run", "--suite", "nope"], "unknown suite 'nope'; valid: baseline"),
+        (["throughput", "--agent", "nope"], "unknown agent 'nope'"),
+    ],
+)
+def test_a_misspelt_name_exits_before_jax_is_imported(argv, message):
+    # Importing JAX takes seconds: a typo should not.
+    code = (
+        "import sys; from benchmarks import cli; "
+        f"rc = cli.main({argv!r}); "
+        "assert 'jax' not in sys.modules, 'jax imported'; sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"distbench: error: {message}"), lines
+
+
+def test_progress_in_a_log_says_what_compiles_and_how_long(capsys):
+    # stderr is not a terminal under pytest: one line per event instead of a bar.
+    from benchmarks.progress import ChunkBar
+
+    bar = ChunkBar("c51/CartPole-v1", 2)
+    bar.update(0, 2, {"compile_s": 12.34})
+    bar.update(1, 2, {"eval_return": 9.5})
+    bar.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "  c51/CartPole-v1: compiling",
+        "  c51/CartPole-v1: compiled in 12.3 s",
+        "  c51/CartPole-v1: chunk 1/2 eval_return=9.5",
+    ]
