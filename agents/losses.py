@@ -107,4 +107,4 @@ def expectile_loss(predictions: chex.Array, taus: chex.Array, targets: chex.Arra
     chex.assert_equal_shape([predictions, taus])
     delta = jax.lax.stop_gradient(targets)[None, :] - predictions[:, None]  # [K, M]
     weight = jnp.abs(jax.lax.stop_gradient(taus)[:, None] - (delta < 0.0))
-    return jnp.sum(jnp.mean(weight * delta * delta, axis=-1))
+    return jnp.sum(jnp.mean(weight * delta**2, axis=-1))  # integer_pow: one fused multiply
