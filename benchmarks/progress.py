@@ -1,5 +1,5 @@
 """Progress between compiled chunks: a bar (rich) on a terminal, else one line per event
-(compiling, compiled, each chunk), so logs of batch jobs say what ran and how long it took."""
+(compiled, each chunk), so logs of batch jobs say what ran and how long it took."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ class ChunkBar:
         self._label = label
         self._task = self._progress.add_task(label, total=total, status="compiling")
         self._progress.start()
-        self._line("compiling")
 
     def update(self, done: int, total: int, info: dict) -> None:
         if "compile_s" in info:

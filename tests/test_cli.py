@@ -196,7 +196,6 @@ def test_progress_in_a_log_says_what_compiles_and_how_long(capsys):
     bar.update(1, 2, {"eval_return": 9.5})
     bar.close()
     assert capsys.readouterr().err.splitlines() == [
-        "  c51/CartPole-v1: compiling",
         "  c51/CartPole-v1: compiled in 12.3 s",
         "  c51/CartPole-v1: chunk 1/2 eval_return=9.5",
     ]
