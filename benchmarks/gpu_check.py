@@ -32,8 +32,8 @@ SIZES = {
         "throughput": {"seeds": (1, 64, 1024, 4096), "steps": 50_000, "agents": REPLAY_AGENTS},
     },
     "dry-run": {
-        "identity": {"seeds": 8, "steps": 2_000, "seed": 5},
-        "c51": {"seeds": 4, "steps": 2_000},
+        "identity": {"seeds": 8, "steps": 1_000, "seed": 5},
+        "c51": {"seeds": 4, "steps": 1_000},
         "throughput": {"seeds": (2,), "steps": 1_000, "agents": ("dqn", "c51")},
     },
 }
