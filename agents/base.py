@@ -6,10 +6,11 @@ An agent is a NamedTuple of pure functions over a pytree state (optax style); se
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from agents.coercion import CoercionError, coerce_fields
 
@@ -19,10 +20,14 @@ class ConfigError(ValueError):
 
 
 class EnvSpec(NamedTuple):
-    """All an agent knows of an environment."""
+    """All an agent knows of an environment, and of how many copies feed it each step."""
 
     observation_shape: tuple[int, ...]
     num_actions: int
+    # What holds an observation exactly (bool for MinAtar's 0/1 planes): what replay stores.
+    observation_dtype: Any = jnp.float32
+    num_envs: int = 1  # parallel envs whose transitions each update receives
+    time_limit: int | None = None  # steps after which an episode is cut (None: never)
 
 
 class Atoms(NamedTuple):
@@ -48,11 +53,16 @@ class Transition(NamedTuple):
 class Agent(NamedTuple):
     """Pure functions over a pytree state.
 
-    init(key, spec) -> state
+    init(key, spec, hparams=None) -> state; hparams: the config's traced hyperparameters as
+        arrays (`hyperparams`), None for the config's own values. The state carries them.
     act(state, obs[B, ...], key, step, explore: bool) -> actions[B]
     update(state, transition (batch B), key, step) -> (state, metrics dict of scalars, with "loss")
     distribution(state, obs[B, ...]) -> Atoms with locs/probs [B, num_actions, num_atoms]
     greedy_values(state, obs[B, ...], key=None) -> [B, num_actions] what the greedy policy maximises
+
+    The functions read every traced hyperparameter (`traced_fields`) from the state, never from
+    the config, so one compiled program serves any values of them: a sweep vmaps over them as
+    over seeds.
 
     `step` is the global env-step count, identical across vmapped seeds, so schedules built on
     it stay real branches under vmap. An agent that learns on a schedule declares it in its
@@ -72,6 +82,42 @@ class LearningSchedule(NamedTuple):
 
     starts: int  # env steps before the first learning step
     every: int  # env steps per learning step
+
+
+# --- traced hyperparameters ---------------------------------------------------------------------
+
+
+def traced_fields(config: Any) -> tuple[str, ...]:
+    """The numeric fields of `config` that its agent reads from the state as traced values (its
+    class's TRACED): the ones that change no shape and no control flow of the program."""
+    return tuple(getattr(type(config), "TRACED", ()))
+
+
+def hyperparams(config: Any) -> dict[str, jnp.ndarray]:
+    """The traced fields' values as 0-d arrays: int32 for integer fields, else float32."""
+    out = {}
+    for name in traced_fields(config):
+        value = getattr(config, name)
+        integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        out[name] = jnp.asarray(value, jnp.int32 if integer else jnp.float32)
+    return out
+
+
+def bind(config: Any, hparams: Mapping[str, Any] | None):
+    """`config` with its traced fields replaced by `hparams` (traced arrays inside a program):
+    what an agent's functions compute with. None leaves the config as it is."""
+    if not hparams:
+        return config
+    return dataclasses.replace(config, **dict(hparams))
+
+
+def static_config(config: Any):
+    """`config` with its traced fields at their class defaults: configs that differ only in
+    traced values have the same static config, hence the same compiled program."""
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(config) if f.name in traced_fields(config)
+    }
+    return dataclasses.replace(config, **defaults) if defaults else config
 
 
 def learning_schedule(config: Any) -> LearningSchedule:

@@ -5,9 +5,11 @@ trained by cross-entropy to the projected distributional Bellman target.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agents import cpu_kernels, losses
 from agents.base import Agent, Atoms, require
@@ -16,6 +18,7 @@ from agents.common import Algorithm, AtomsNetwork, ValueConfig, make_value_agent
 
 @dataclasses.dataclass(frozen=True)
 class Config(ValueConfig):
+    TRACED: ClassVar[tuple[str, ...]] = (*ValueConfig.TRACED, "v_min", "v_max")
     num_atoms: int = 51  # support size K
     v_min: float = 0.0  # lowest return on the support
     v_max: float = 100.0  # highest return on the support (CartPole's discounted max is < 100)
@@ -27,7 +30,10 @@ class Config(ValueConfig):
 
     @property
     def support(self) -> jnp.ndarray:
-        return jnp.linspace(self.v_min, self.v_max, self.num_atoms)
+        """K evenly spaced returns from v_min to v_max (which may be traced): the fractions are
+        constants, so no program divides by a per-seed value (see scale_by_adam_reciprocal)."""
+        fractions = jnp.asarray(np.linspace(0.0, 1.0, self.num_atoms), jnp.float32)
+        return self.v_min + (self.v_max - self.v_min) * fractions
 
 
 def categorical_loss(config: Config, logits_tm1, a_tm1, r_t, discount_t, logits_t):
@@ -45,13 +51,13 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return AtomsNetwork(config.hidden_sizes, num_actions, config.num_atoms)
 
-    loss = online_target_loss(config, categorical_loss)
+    loss = online_target_loss(categorical_loss)
 
-    def distribution(net, params, obs):
+    def distribution(config, net, params, obs):
         probs = jax.nn.softmax(net.apply(params, obs), axis=-1)
         return Atoms(jnp.broadcast_to(config.support, probs.shape), probs)
 
-    def greedy_values(net, params, obs, key):
-        return distribution(net, params, obs).mean()
+    def greedy_values(config, net, params, obs, key):
+        return distribution(config, net, params, obs).mean()
 
     return make_value_agent(config, Algorithm(network, loss, greedy_values, distribution))

@@ -5,9 +5,8 @@ and `make_value_agent`, which turns an algorithm's network, loss and distributio
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -16,8 +15,9 @@ import optax
 from flax import struct
 
 from agents import losses
-from agents.base import Agent, Atoms, EnvSpec, Transition, require
+from agents.base import Agent, Atoms, EnvSpec, Transition, bind, hyperparams, require
 from agents.cpu_kernels import KERNELS
+from agents.replay import Replay, replay_add, replay_init, replay_sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,21 @@ class ValueConfig:
     """Hyperparameters shared by every replay-based agent (defaults: PureJaxRL's CartPole DQN).
 
     All step counts are environment steps of one seed, summed over its parallel envs.
+    The TRACED fields are read from the agent's state (see agents/base.py), so a sweep over them
+    is one program; the others set shapes or the learning schedule (when gradient steps run: a
+    per-seed schedule would make every seed compute every step's update) and stay static.
     """
+
+    TRACED: ClassVar[tuple[str, ...]] = (
+        "learning_rate",
+        "adam_eps",
+        "gamma",
+        "target_period",
+        "epsilon_start",
+        "epsilon_end",
+        "epsilon_steps",
+        "eval_epsilon",
+    )
 
     hidden_sizes: tuple[int, ...] = (120, 84)  # MLP torso widths
     learning_rate: float = 2.5e-4  # Adam step size
@@ -79,91 +93,20 @@ class MLP(nn.Module):
         return x
 
 
-# --- replay -------------------------------------------------------------------------------------
-
-
-class Replay(NamedTuple):
-    """A uniform circular replay buffer of transitions (arrays with a leading capacity axis)."""
-
-    storage: Transition
-    size: jnp.ndarray  # number of valid slots
-
-
-def replay_init(capacity: int, example: Transition) -> Replay:
-    """Empty buffer shaped like one transition `example` (no batch axis)."""
-    storage = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example)
-    return Replay(storage, jnp.zeros((), jnp.int32))
-
-
-def replay_add(replay: Replay, batch: Transition, written: jnp.ndarray) -> Replay:
-    """Write a batch [B, ...] of transitions after the `written` ones already stored: at slots
-    written .. written + B - 1 (mod capacity), overwriting the oldest when full.
-
-    Every seed writes in lockstep, so `written` is the global step, unbatched under vmap: the
-    write is then one dynamic update slice for all seeds, where per-seed slots would make it a
-    scatter of single rows. A batch that wraps past the buffer's end is written as two windows.
-    """
-    capacity = jax.tree.leaves(replay.storage)[0].shape[0]
-    batch_size = jax.tree.leaves(batch)[0].shape[0]
-    size = jnp.minimum(replay.size + batch_size, capacity)
-    if batch_size > capacity:  # only the newest `capacity` transitions survive
-        batch = jax.tree.map(lambda x: x[batch_size - capacity :], batch)
-        return replay_add(replay, batch, written + batch_size - capacity)._replace(size=size)
-    position = written % capacity
-    fits = position + batch_size <= capacity  # always, when the capacity is a multiple of B
-
-    def one_window(storage):
-        return jax.tree.map(
-            lambda s, x: jax.lax.dynamic_update_slice_in_dim(s, x, position, 0), storage, batch
-        )
-
-    def two_windows(storage):
-        return jax.tree.map(functools.partial(_write_wrapped, position=position), storage, batch)
-
-    # `written` is unbatched under vmap, so this is a real branch, not both computed.
-    return Replay(jax.lax.cond(fits, one_window, two_windows, replay.storage), size)
-
-
-def _write_wrapped(storage, rows, position):
-    """storage with rows written at slots position, position + 1, ... that wrap past its end:
-    the slots up to the end, then those from the start, each merged into its window."""
-    capacity, batch_size = storage.shape[0], rows.shape[0]
-    head = capacity - batch_size  # the first window: the buffer's last B slots
-    offset = position - head  # where the batch begins in it
-    wrapped = position + batch_size - capacity  # slots written from the start
-    index = jnp.arange(batch_size)
-    first = _write_window(storage, head, jnp.roll(rows, offset, axis=0), index >= offset)
-    rolled = jnp.roll(rows, -(batch_size - wrapped), axis=0)
-    return _write_window(first, 0, rolled, index < wrapped)
-
-
-def _write_window(storage, start, new_rows, keep_new):
-    """storage with rows [start, start + B) replaced by new_rows where keep_new [B] holds."""
-    window = jax.lax.dynamic_slice_in_dim(storage, start, new_rows.shape[0], axis=0)
-    keep_new = keep_new.reshape(keep_new.shape + (1,) * (new_rows.ndim - 1))
-    return jax.lax.dynamic_update_slice_in_dim(
-        storage, jnp.where(keep_new, new_rows, window), start, 0
-    )
-
-
-def replay_sample(replay: Replay, key: jax.Array, batch_size: int) -> Transition:
-    """Uniformly sample `batch_size` stored transitions (with replacement)."""
-    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
-    return jax.tree.map(lambda s: s[idx], replay.storage)
-
-
 # --- schedules ----------------------------------------------------------------------------------
 
 
 def linear_epsilon(config: ValueConfig, step: jnp.ndarray) -> jnp.ndarray:
-    """Epsilon decayed linearly from epsilon_start to epsilon_end over epsilon_steps env steps."""
-    frac = jnp.clip(step / max(config.epsilon_steps, 1), 0.0, 1.0)
-    if config.epsilon_steps == 0:
-        frac = jnp.ones_like(frac)
+    """Epsilon decayed linearly from epsilon_start to epsilon_end over epsilon_steps env steps
+    (any of them may be traced). A product with the reciprocal, not a divide by the per-seed
+    value: see scale_by_adam_reciprocal."""
+    decay_steps = jnp.asarray(config.epsilon_steps)
+    frac = jnp.clip(step * (1.0 / jnp.maximum(decay_steps, 1)), 0.0, 1.0)
+    frac = jnp.where(decay_steps == 0, 1.0, frac)
     return config.epsilon_start + frac * (config.epsilon_end - config.epsilon_start)
 
 
-def crossings(step: jnp.ndarray, batch: int, period: int) -> jnp.ndarray:
+def crossings(step: jnp.ndarray, batch: int, period) -> jnp.ndarray:
     """How many multiples of `period` the env-step counter passes going from step to step+batch."""
     return (step + batch) // period - step // period
 
@@ -187,6 +130,7 @@ class ValueState:
     opt_state: Any
     replay: Replay
     num_updates: jnp.ndarray
+    hparams: dict  # the traced hyperparameters (agents/base.py), 0-d arrays
     num_actions: int = struct.field(pytree_node=False)
 
 
@@ -194,9 +138,11 @@ class Algorithm(NamedTuple):
     """What distinguishes one value-based agent from another.
 
     network(num_actions) -> nn.Module mapping (obs [B, ...], *extra) to the algorithm's outputs.
-    loss(network, params, target_params, batch, key) -> scalar mean loss over the batch.
-    greedy_values(network, params, obs, key) -> [B, A] values whose argmax is the greedy action.
-    distribution(network, params, obs) -> Atoms [B, A, n].
+    loss(config, network, params, target_params, batch, key) -> scalar mean loss over the batch.
+    greedy_values(config, network, params, obs, key) -> [B, A] values whose argmax is the greedy
+        action.
+    distribution(config, network, params, obs) -> Atoms [B, A, n].
+    `config` is the agent's config bound to the state's traced hyperparameters.
     init_inputs(obs [1, ...], key) -> the tuple of arguments for `network.init`.
     """
 
@@ -207,11 +153,11 @@ class Algorithm(NamedTuple):
     init_inputs: Callable[..., tuple] = lambda obs, key: (obs,)
 
 
-def online_target_loss(config: ValueConfig, loss_fn: Callable[..., jnp.ndarray]):
+def online_target_loss(loss_fn: Callable[..., jnp.ndarray]):
     """Algorithm.loss for heads scored by loss_fn(config, out_tm1, a_tm1, r_t, discount_t, out_t):
     online outputs at obs against target-network outputs at next_obs (DQN, C51, QR-DQN, EDRL)."""
 
-    def loss(network, params, target_params, batch, key):
+    def loss(config, network, params, target_params, batch, key):
         del key
         out_tm1 = network.apply(params, batch.obs)
         out_t = network.apply(target_params, batch.next_obs)
@@ -251,60 +197,74 @@ def scale_by_adam_reciprocal(
     return optax.GradientTransformation(init, update)
 
 
-def adam(learning_rate: float, eps: float) -> optax.GradientTransformation:
+def adam(learning_rate, eps) -> optax.GradientTransformation:
     """Adam (optax.adam's defaults b1 = 0.9, b2 = 0.999), device-count independent."""
     return optax.chain(scale_by_adam_reciprocal(eps=eps), optax.scale(-learning_rate))
 
 
-def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
-    """Replay, epsilon-greedy acting, Adam and hard target syncs around an algorithm's loss."""
-    chain = [adam(config.learning_rate, eps=config.adam_eps)]
+def optimiser(config: ValueConfig) -> optax.GradientTransformation:
+    """Global-norm clipping (max_grad_norm > 0), then Adam; learning rate and eps may be traced
+    (the optimiser's state does not depend on them). Clipping stays static, a part of the
+    program: computing the norm where it is off changed how XLA fused the gradients, and with
+    it their rounding, differently on one device and on two."""
+    adam_step = adam(config.learning_rate, eps=config.adam_eps)
     if config.max_grad_norm > 0:
-        chain.insert(0, optax.clip_by_global_norm(config.max_grad_norm))
-    optimiser = optax.chain(*chain)
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam_step)
+    return optax.chain(adam_step)
 
-    def init(key: jax.Array, spec: EnvSpec) -> ValueState:
+
+def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
+    """Replay, epsilon-greedy acting, Adam and hard target syncs around an algorithm's loss.
+    Every traced hyperparameter is read from the state (`bound`), never from `config`."""
+
+    def bound(state: ValueState) -> ValueConfig:
+        return bind(config, state.hparams)
+
+    def init(key: jax.Array, spec: EnvSpec, hparams=None) -> ValueState:
         network = algorithm.network(spec.num_actions)
         init_key, input_key = jax.random.split(key)
         dummy_obs = jnp.zeros((1, *spec.observation_shape), jnp.float32)
         params = network.init(init_key, *algorithm.init_inputs(dummy_obs, input_key))
-        example = Transition(
-            obs=dummy_obs[0],
-            action=jnp.zeros((), jnp.int32),
-            reward=jnp.zeros((), jnp.float32),
-            discount=jnp.zeros((), jnp.float32),
-            next_obs=dummy_obs[0],
+        replay = replay_init(
+            config.buffer_size,
+            spec.observation_shape,
+            spec.observation_dtype,
+            spec.num_envs,
+            spec.time_limit,
         )
         return ValueState(
             params=params,
             target_params=params,
-            opt_state=optimiser.init(params),
-            replay=replay_init(config.buffer_size, example),
+            opt_state=optimiser(config).init(params),
+            replay=replay,
             num_updates=jnp.zeros((), jnp.int32),
+            hparams=hyperparams(config) if hparams is None else dict(hparams),
             num_actions=spec.num_actions,
         )
 
     def greedy_values(state: ValueState, obs: jnp.ndarray, key: jax.Array | None = None):
         network = algorithm.network(state.num_actions)
         key = jax.random.PRNGKey(0) if key is None else key
-        return algorithm.greedy_values(network, state.params, obs, key)
+        return algorithm.greedy_values(bound(state), network, state.params, obs, key)
 
     def act(state: ValueState, obs, key, step, explore: bool = True):
         value_key, action_key = jax.random.split(key)
         values = greedy_values(state, obs, value_key)
-        epsilon = linear_epsilon(config, step) if explore else config.eval_epsilon
+        hp = bound(state)
+        epsilon = linear_epsilon(hp, step) if explore else hp.eval_epsilon
         return epsilon_greedy(action_key, values, epsilon)
 
-    def loss_fn(params, target_params, batch, key, num_actions):
-        return algorithm.loss(algorithm.network(num_actions), params, target_params, batch, key)
+    def loss_fn(params, target_params, batch, key, state: ValueState):
+        network = algorithm.network(state.num_actions)
+        return algorithm.loss(bound(state), network, params, target_params, batch, key)
 
     def learn_once(state: ValueState, key: jax.Array) -> tuple[ValueState, jnp.ndarray]:
         sample_key, loss_key = jax.random.split(key)
         batch = replay_sample(state.replay, sample_key, config.batch_size)
         loss, grads = jax.value_and_grad(loss_fn)(
-            state.params, state.target_params, batch, loss_key, state.num_actions
+            state.params, state.target_params, batch, loss_key, state
         )
-        updates, opt_state = optimiser.update(grads, state.opt_state, state.params)
+        updates, opt_state = optimiser(bound(state)).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)
         return state, loss
@@ -312,7 +272,8 @@ def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
     def update(state: ValueState, transition: Transition, key: jax.Array, step):
         """Store the batch, then take the gradient steps and target syncs the schedule asks for.
 
-        `step` is unbatched under vmap, so these conds are real branches.
+        `step` is unbatched under vmap, so the learning cond is a real branch; the target sync's
+        period is a traced hyperparameter, so under vmap its cond is a select of parameters.
         """
         num_envs = transition.reward.shape[0]
         state = state.replace(replay=replay_add(state.replay, transition, step))
@@ -336,8 +297,9 @@ def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
         state, loss_sum = jax.lax.cond(
             num_learn > 0, learn, lambda s: (s, jnp.zeros((), jnp.float32)), state
         )
+        hp = bound(state)
         state = jax.lax.cond(
-            crossings(step, num_envs, config.target_period) > 0,
+            crossings(step, num_envs, hp.target_period) > 0,
             lambda s: s.replace(target_params=s.params),
             lambda s: s,
             state,
@@ -345,12 +307,13 @@ def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
         metrics = {
             "loss": loss_sum / jnp.maximum(num_learn, 1),
             "learned": (num_learn > 0).astype(jnp.float32),
-            "epsilon": linear_epsilon(config, step),
+            "epsilon": linear_epsilon(hp, step),
         }
         return state, metrics
 
     def distribution(state: ValueState, obs):
-        return algorithm.distribution(algorithm.network(state.num_actions), state.params, obs)
+        network = algorithm.network(state.num_actions)
+        return algorithm.distribution(bound(state), network, state.params, obs)
 
     return Agent(
         init=init,

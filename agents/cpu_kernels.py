@@ -78,7 +78,8 @@ def project_onto_support(locs, probs, support):
     """
     num_atoms = support.shape[0]
     v_min, v_max = support[0], support[-1]
-    position = (jnp.clip(locs, v_min, v_max) - v_min) / ((v_max - v_min) / (num_atoms - 1))
+    inverse_spacing = (num_atoms - 1) / (v_max - v_min)  # as in the reference: no broadcast divide
+    position = (jnp.clip(locs, v_min, v_max) - v_min) * inverse_spacing
     lower = jnp.floor(position)
     frac = position - lower
     batch_shape = locs.shape[:-1]
@@ -127,32 +128,34 @@ _cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 _UNROLL = 8  # targets per iteration of the loop over targets
 
 
-def quantile_huber_loss(src, taus, target, kappa: float):
+def quantile_huber_loss(src, taus, target, kappa):
     """Per-example `losses.quantile_huber_loss` [B]: src, taus [B, K], target [B, M]; kappa a
-    static float. One fused loop over the M targets keeps only [B, K] accumulators of the loss
-    and its gradient (returned through a custom VJP), where autodiff of the dense form builds
-    and reads back several [B, K, M] arrays."""
-    return _quantile_huber(src, taus, jax.lax.stop_gradient(target), float(kappa))
+    scalar, possibly traced. One fused loop over the M targets keeps only [B, K] accumulators of
+    the loss and its gradient (returned through a custom VJP), where autodiff of the dense form
+    builds and reads back several [B, K, M] arrays."""
+    kappa = jnp.asarray(kappa, src.dtype)
+    return _quantile_huber(src, taus, jax.lax.stop_gradient(target), kappa)
 
 
-def _pairwise(src, taus, target, kappa: float):
-    """The loss [B] and its gradient wrt src [B, K], accumulated target by target."""
+def _pairwise(src, taus, target, kappa):
+    """The loss [B] and its gradient wrt src [B, K], accumulated target by target. kappa = 0
+    (the plain quantile loss) is selected elementwise, not branched on, so kappa may be traced:
+    with kappa = 0 the Huber terms are exactly zero and the absolute-error terms are added."""
     num_targets = target.shape[-1]
+    plain = (kappa == 0.0).astype(src.dtype)  # 1: |delta|, 0: Huber
 
     def accumulate(j, carry):
         loss, gradient = carry
         delta = jax.lax.dynamic_slice_in_dim(target, j, 1, axis=-1) - src  # [B, K]
         below = delta < 0.0
         weight = jnp.where(below, 1.0 - taus, taus)
-        if kappa > 0.0:
-            abs_delta = jnp.abs(delta)
-            quadratic = jnp.minimum(abs_delta, kappa)
-            loss = loss + weight * (0.5 * quadratic * quadratic + kappa * (abs_delta - quadratic))
-            gradient = gradient - weight * jnp.clip(delta, -kappa, kappa)
-        else:
-            loss = loss + weight * jnp.abs(delta)
-            # d|t - s|/ds with jnp.abs's derivative at 0 (+1 there), as autodiff gives.
-            gradient = gradient + jnp.where(below, 1.0 - taus, -taus)
+        abs_delta = jnp.abs(delta)
+        quadratic = jnp.minimum(abs_delta, kappa)
+        huber = 0.5 * quadratic * quadratic + kappa * (abs_delta - quadratic)
+        loss = loss + weight * (huber + plain * abs_delta)
+        # d|t - s|/ds with jnp.abs's derivative at 0 (+1 there), as autodiff gives.
+        abs_gradient = jnp.where(below, 1.0 - taus, -taus)
+        gradient = gradient - weight * jnp.clip(delta, -kappa, kappa) + plain * abs_gradient
         return loss, gradient
 
     zeros = jnp.zeros(src.shape, src.dtype)
@@ -167,14 +170,16 @@ def _quantile_huber(src, taus, target, kappa):
 
 
 def _quantile_huber_fwd(src, taus, target, kappa):
-    return _pairwise(src, taus, target, kappa)
+    loss, gradient = _pairwise(src, taus, target, kappa)
+    return loss, (gradient, kappa)
 
 
-def _quantile_huber_bwd(kappa, gradient, cotangent):
-    return cotangent[..., None] * gradient, None, None
+def _quantile_huber_bwd(residuals, cotangent):
+    gradient, kappa = residuals
+    return cotangent[..., None] * gradient, None, None, jnp.zeros_like(kappa)
 
 
-_quantile_huber = jax.custom_vjp(_quantile_huber, nondiff_argnums=(3,))
+_quantile_huber = jax.custom_vjp(_quantile_huber)
 _quantile_huber.defvjp(_quantile_huber_fwd, _quantile_huber_bwd)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,7 @@ from agents.common import MLP, Algorithm, ValueConfig, make_value_agent, online_
 
 @dataclasses.dataclass(frozen=True)
 class Config(ValueConfig):
+    TRACED: ClassVar[tuple[str, ...]] = (*ValueConfig.TRACED, "huber_delta")
     huber_delta: float = 0.0  # 0: squared TD error (PureJaxRL); > 0: Huber loss with this delta
 
     def validate(self) -> None:
@@ -33,23 +35,24 @@ class QNetwork(nn.Module):
 
 
 def td_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.ndarray:
-    """Mean over the batch of the (Huber or squared) Q-learning TD error; inputs [B, A] / [B]."""
+    """Mean over the batch of the (Huber or squared) Q-learning TD error; inputs [B, A] / [B].
+    huber_delta may be traced: the two forms are selected, not branched on."""
     td = jax.vmap(losses.q_learning)(q_tm1, a_tm1, r_t, config.gamma * discount_t, q_t)
-    if config.huber_delta > 0:
-        return jnp.mean(rlax.huber_loss(td, config.huber_delta))
-    return jnp.mean(jnp.square(td))
+    delta = jnp.asarray(config.huber_delta, td.dtype)
+    huber = rlax.huber_loss(td, jnp.where(delta > 0, delta, 1.0))
+    return jnp.mean(jnp.where(delta > 0, huber, jnp.square(td)))
 
 
 def make(config: Config) -> Agent:
     def network(num_actions):
         return QNetwork(config.hidden_sizes, num_actions)
 
-    loss = online_target_loss(config, td_loss)
+    loss = online_target_loss(td_loss)
 
-    def greedy_values(net, params, obs, key):
+    def greedy_values(config, net, params, obs, key):
         return net.apply(params, obs)
 
-    def distribution(net, params, obs):
+    def distribution(config, net, params, obs):
         q = net.apply(params, obs)
         return Atoms(q[..., None], jnp.ones_like(q)[..., None])
 

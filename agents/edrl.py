@@ -102,12 +102,12 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return AtomsNetwork(config.hidden_sizes, num_actions, config.num_expectiles)
 
-    loss = online_target_loss(config, edrl_loss)
+    loss = online_target_loss(edrl_loss)
 
-    def greedy_values(net, params, obs, key):
+    def greedy_values(config, net, params, obs, key):
         return net.apply(params, obs)[..., mean_index]
 
-    def distribution(net, params, obs):
+    def distribution(config, net, params, obs):
         samples = impute_samples(
             net.apply(params, obs),
             config.taus,

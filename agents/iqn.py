@@ -5,6 +5,7 @@ embedding multiplied into the torso features, trained by quantile Huber regressi
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -25,6 +26,7 @@ from agents.qrdqn import quantile_huber_losses
 
 @dataclasses.dataclass(frozen=True)
 class Config(ValueConfig):
+    TRACED: ClassVar[tuple[str, ...]] = (*ValueConfig.TRACED, "huber_kappa")
     num_tau_samples: int = 8  # N: taus sampled for the online quantiles
     num_tau_prime_samples: int = 8  # N': taus sampled for the target quantiles
     num_quantile_samples: int = 32  # K: taus whose mean value ranks actions (an even grid)
@@ -140,11 +142,11 @@ def make(config: Config) -> Agent:
             config.hidden_sizes, num_actions, config.embedding_dim, config.kernels
         )
 
-    def greedy_values(net, params, obs, key):
+    def greedy_values(config, net, params, obs, key):
         # The mean over K taus; an even grid is a lower-variance stand-in for K uniform draws.
         return net.apply(params, obs, greedy_taus[None], True)
 
-    def loss(net, params, target_params, batch, key):
+    def loss(config, net, params, target_params, batch, key):
         online_key, target_key = jax.random.split(key)
         batch_size = batch.reward.shape[0]
         taus = jax.random.uniform(online_key, (batch_size, config.num_tau_samples))
@@ -154,7 +156,7 @@ def make(config: Config) -> Agent:
         z_t = net.apply(target_params, batch.next_obs, taus_prime, greedy_taus=greedy_taus[None])
         return iqn_loss(config, z_tm1, taus, batch.reward, batch.discount, z_t)
 
-    def distribution(net, params, obs):
+    def distribution(config, net, params, obs):
         values = net.apply(params, obs, distribution_taus[None])  # [B, T, A]
         return equal_weight_atoms(jnp.swapaxes(values, 1, 2))
 

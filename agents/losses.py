@@ -49,8 +49,10 @@ def categorical_projection(locs: chex.Array, probs: chex.Array, support: chex.Ar
     chex.assert_rank([locs, probs, support], 1)
     chex.assert_equal_shape([locs, probs])
     v_min, v_max = support[0], support[-1]
-    spacing = (v_max - v_min) / (support.shape[0] - 1)
-    distance = jnp.abs(jnp.clip(locs, v_min, v_max)[:, None] - support[None, :]) / spacing
+    # Times the inverse spacing, not divided by the spacing: v_min and v_max may be per-seed
+    # values, and XLA rewrites a divide by a broadcast scalar in some pipelines and not others.
+    inverse_spacing = (support.shape[0] - 1) / (v_max - v_min)
+    distance = jnp.abs(jnp.clip(locs, v_min, v_max)[:, None] - support[None, :]) * inverse_spacing
     return jnp.sum(probs[:, None] * jnp.clip(1.0 - distance, 0.0, 1.0), axis=0)
 
 

@@ -297,8 +297,10 @@ def make(config: Config) -> Agent:
         obs = jnp.asarray(obs)
         return jnp.argmax(obs, axis=-1) if obs.ndim == 2 else obs.astype(jnp.int32)
 
-    def agent_init(key, spec: EnvSpec):
-        del spec  # the population is tabular: num_states comes from the config
+    def agent_init(key, spec: EnvSpec, hparams=None):
+        # The population is tabular (num_states comes from the config) and has no traced
+        # hyperparameters: a sweep over its fields compiles one program per value.
+        del spec, hparams
         return init(config, key)
 
     def act(state, obs, key, step, explore):

@@ -5,6 +5,7 @@ trained by quantile Huber regression (`losses.quantile_q_learning`).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from agents.common import (
 
 @dataclasses.dataclass(frozen=True)
 class Config(ValueConfig):
+    TRACED: ClassVar[tuple[str, ...]] = (*ValueConfig.TRACED, "huber_kappa")
     num_quantiles: int = 51  # K quantiles per action
     huber_kappa: float = 1.0  # Huber threshold of the quantile loss; 0 gives the plain QR loss
 
@@ -34,7 +36,7 @@ class Config(ValueConfig):
         require(self.huber_kappa >= 0, f"huber_kappa={self.huber_kappa} must be >= 0")
 
 
-def quantile_huber_losses(kernels: str, src, taus, target, kappa: float):
+def quantile_huber_losses(kernels: str, src, taus, target, kappa):
     """Per-example `losses.quantile_huber_loss` [B] for src, taus [B, K] and target [B, M], in
     the form `kernels` selects (shared by QR-DQN and IQN)."""
     reference = jax.vmap(losses.quantile_huber_loss, in_axes=(0, 0, 0, None))
@@ -58,12 +60,12 @@ def make(config: Config) -> Agent:
     def network(num_actions):
         return AtomsNetwork(config.hidden_sizes, num_actions, config.num_quantiles)
 
-    loss = online_target_loss(config, quantile_loss)
+    loss = online_target_loss(quantile_loss)
 
-    def distribution(net, params, obs):
+    def distribution(config, net, params, obs):
         return equal_weight_atoms(net.apply(params, obs))
 
-    def greedy_values(net, params, obs, key):
+    def greedy_values(config, net, params, obs, key):
         return jnp.mean(net.apply(params, obs), axis=-1)
 
     return make_value_agent(config, Algorithm(network, loss, greedy_values, distribution))

@@ -1,4 +1,4 @@
-"""The `distbench` command line: list, train, run, report, compare, throughput.
+"""The `distbench` command line: list, train, sweep, run, report, compare, throughput.
 
 Bad input is reported in one line naming the bad value and what is valid (exit code 2).
 """
@@ -130,17 +130,7 @@ def cmd_train(args) -> int:
         env=args.env,
         agent_overrides=_parse_sets(args.set, "--set"),
         env_overrides=_parse_sets(args.env_set, "--env-set"),
-        train_overrides={
-            k: v
-            for k, v in {
-                "total_steps": args.steps,
-                "num_envs": args.num_envs,
-                "num_evals": args.evals,
-                "eval_episodes": args.eval_episodes,
-                "seed_block": args.seed_block,
-            }.items()
-            if v is not None
-        },
+        train_overrides=_train_overrides(args),
     )
     record = cell.run_cell(
         spec,
@@ -159,6 +149,38 @@ def cmd_train(args) -> int:
         results.write_json(args.out, cell.train_payload(record))
         print(f"wrote {args.out}")
     return 0
+
+
+def _add_training_flags(parser) -> None:
+    """What `train` and `sweep` share: agent, env, seeds, schedule and overrides."""
+    parser.add_argument("--agent", required=True, help="agent name (see `distbench list`)")
+    parser.add_argument("--env", required=True, help="environment name (see `distbench list`)")
+    parser.add_argument("--seeds", type=int, default=8, help="number of seeds (default 8)")
+    parser.add_argument("--seed-start", type=int, default=0, help="first seed id (default 0)")
+    parser.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
+    parser.add_argument("--steps", type=int, help="env steps per seed (default 500000)")
+    parser.add_argument("--num-envs", type=int, help="parallel envs per seed (default 10)")
+    parser.add_argument("--evals", type=int, help="greedy evaluations during training (default 10)")
+    parser.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default 16)")
+    parser.add_argument(
+        "--seed-block",
+        type=int,
+        help="seeds per compiled block on each device (default: 4 on CPU, 1024 on GPU/TPU); "
+        "a seed's results are bit-identical across runs with the same block",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="agent config override, repeatable (e.g. --set num_atoms=101)",
+    )
+    parser.add_argument(
+        "--env-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="environment parameter override, repeatable",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_distributed_flags(parser) -> None:
@@ -191,6 +213,67 @@ def cmd_run(args) -> int:
         print(tables.cells_markdown(payload["cells"]))
     print(f"results in {out}/")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from benchmarks import sweep as sweeps
+
+    _positive("--seeds", args.seeds)
+    _positive("--samples", args.samples)
+    if args.eval_seeds < 0:
+        raise UsageError(f"--eval-seeds={args.eval_seeds} must be >= 0 (0: no fresh seeds)")
+    if args.seed_start < 0:
+        raise UsageError(f"--seed-start={args.seed_start} must be >= 0")
+    max_memory = sweeps.parse_bytes(args.max_memory) if args.max_memory else None
+    space = sweeps.SearchSpace(
+        grid=sweeps.parse_grid(args.grid or []),
+        random=sweeps.parse_random(args.random or []),
+        samples=args.samples,
+        search_seed=args.search_seed,
+    )
+    spec = sweeps.SweepSpec.build(
+        args.agent,
+        args.env,
+        space,
+        seeds=args.seeds,
+        eval_seeds=args.eval_seeds,
+        select=args.select,
+        base_overrides=_parse_sets(args.set, "--set"),
+        env_overrides=_parse_sets(args.env_set, "--env-set"),
+        train_overrides=_train_overrides(args),
+    )
+    out = Path(args.out) if args.out else RUNS_DIR / f"sweep-{args.agent}-{args.env}"
+    from benchmarks import results
+
+    results.check_output_dir(out)
+    record = sweeps.run_sweep(
+        spec,
+        seed_start=args.seed_start,
+        base_seed=args.base_seed,
+        max_memory=max_memory,
+        log=lambda line: print(line, file=sys.stderr),
+        show_progress=not args.quiet,
+    )
+    payload = sweeps.sweep_payload([record])
+    results.write_json(out / "results.json", payload)
+    from benchmarks import report, sweep_report
+
+    report.write_report(out, payload)
+    print(sweep_report.sweep_markdown(record))
+    print(f"results in {out}/")
+    return 0
+
+
+def _train_overrides(args) -> dict:
+    """The training flags a command was given (others keep TrainConfig's defaults)."""
+    given = {
+        "total_steps": args.steps,
+        "num_envs": args.num_envs,
+        "num_evals": args.evals,
+        "eval_episodes": args.eval_episodes,
+        "seed_block": args.seed_block,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def cmd_report(args) -> int:
@@ -265,37 +348,55 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list agents, environments and suites").set_defaults(func=cmd_list)
 
     train = sub.add_parser("train", help="train one agent on one env over many vmapped seeds")
-    train.add_argument("--agent", required=True, help="agent name (see `distbench list`)")
-    train.add_argument("--env", required=True, help="environment name (see `distbench list`)")
-    train.add_argument("--seeds", type=int, default=8, help="number of seeds (default 8)")
-    train.add_argument("--seed-start", type=int, default=0, help="first seed id (default 0)")
-    train.add_argument("--base-seed", type=int, default=0, help="root PRNG seed (default 0)")
-    train.add_argument("--steps", type=int, help="env steps per seed (default 500000)")
-    train.add_argument("--num-envs", type=int, help="parallel envs per seed (default 10)")
-    train.add_argument("--evals", type=int, help="greedy evaluations during training (default 10)")
-    train.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default 16)")
-    train.add_argument(
-        "--seed-block",
-        type=int,
-        help="seeds per compiled block on each device (default: 4 on CPU, 1024 on GPU/TPU); "
-        "a seed's results are bit-identical across runs with the same block",
-    )
-    train.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="agent config override, repeatable (e.g. --set num_atoms=101)",
-    )
-    train.add_argument(
-        "--env-set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="environment parameter override, repeatable",
-    )
+    _add_training_flags(train)
     train.add_argument("--out", help="write the canonical JSON result here")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_distributed_flags(train)
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="tune one agent on one env: seeds x configurations in one compiled program",
+        description=(
+            "Train every configuration of a grid (or random search) on the same seeds, the "
+            "traced hyperparameters of all of them vmapped in one program; pick the best on "
+            "those seeds and train it again on fresh ones (--eval-seeds)."
+        ),
+    )
+    _add_training_flags(sweep)
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="values to try, repeatable; the grid is their product (';' separates values "
+        "that contain commas: hidden_sizes=64,64;128,128)",
+    )
+    sweep.add_argument(
+        "--random",
+        action="append",
+        metavar="KEY=DIST",
+        help="random search, repeatable: uniform:LOW:HIGH, loguniform:LOW:HIGH, choice:A,B",
+    )
+    sweep.add_argument("--samples", type=int, default=1, help="random draws (default 1)")
+    sweep.add_argument("--search-seed", type=int, default=0, help="seed of the draws (default 0)")
+    sweep.add_argument(
+        "--eval-seeds",
+        type=int,
+        default=8,
+        help="fresh seeds the winner is retrained on (default 8; 0: none)",
+    )
+    sweep.add_argument(
+        "--select",
+        default="return",
+        help="what picks the winner: return (IQM, higher) or a calibration metric (IQM, lower): "
+        "wasserstein1, cramer, crps, ks, quantile_coverage_error, pit_ks",
+    )
+    sweep.add_argument(
+        "--max-memory",
+        help="memory the lanes may use, e.g. 40GB (default: 80%% of the accelerators' memory, "
+        "50%% of RAM on the CPU); more lanes run in batches that fit",
+    )
+    sweep.add_argument("--out", help="output folder (default runs/sweep-AGENT-ENV)")
+    sweep.set_defaults(func=cmd_sweep)
 
     run = sub.add_parser("run", help="run a suite (resumable): every agent x env cell")
     run.add_argument("--suite", default="quick", help="suite name or .toml path (default quick)")

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from agents.base import ConfigError
-from benchmarks.runner import SeedResults
+from benchmarks.runner import PER_SEED_FIELDS, SeedResults
 
 
 def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
@@ -90,10 +90,7 @@ def gather(local: SeedResults) -> SeedResults:
     num_segments = len(local.segment_seconds)
     segments = slowest[2 + len(programs) : 2 + len(programs) + num_segments]
     probes = slowest[2 + len(programs) + num_segments :]
-    rows = {
-        name: _allgather_rows(getattr(local, name), counts)
-        for name in ("seed_ids", "eval_returns", "eval_discounted", "train_returns", "train_loss")
-    }
+    rows = {name: _allgather_rows(getattr(local, name), counts) for name in PER_SEED_FIELDS}
     final = {name: _allgather_rows(value, counts) for name, value in local.final.items()}
     return dataclasses.replace(
         local,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import plots, tables
+from benchmarks import plots, sweep_report, tables
 from benchmarks import results as results_io
 
 # Re-exported: dopamine and throughput draw with them.
@@ -42,13 +42,20 @@ def markdown(payload: dict) -> str:
 def write_report(out_dir: str | Path, payload: dict) -> list[Path]:
     """Write results.md, results.csv and plots/ next to results.json (each atomically)."""
     out_dir = Path(out_dir)
-    written = []
-    md = out_dir / "results.md"
-    results_io.atomic_write_text(md, markdown(payload))
-    csv_path = out_dir / "results.csv"
-    results_io.atomic_write_text(csv_path, tables.cells_csv(payload["cells"]))
-    written += [md, csv_path]
-    for name, data in plots.draw_all(payload["cells"]).items():
+    if payload.get("kind") == "sweep":
+        text, table, drawn = (
+            sweep_report.markdown(payload),
+            sweep_report.csv_text(payload),
+            sweep_report.draw_all(payload),
+        )
+    else:
+        text, table = markdown(payload), tables.cells_csv(payload["cells"])
+        drawn = plots.draw_all(payload["cells"])
+    md, csv_path = out_dir / "results.md", out_dir / "results.csv"
+    results_io.atomic_write_text(md, text)
+    results_io.atomic_write_text(csv_path, table)
+    written = [md, csv_path]
+    for name, data in drawn.items():
         path = out_dir / "plots" / name
         results_io.atomic_write_bytes(path, data)
         written.append(path)
@@ -60,9 +67,9 @@ def regenerate(path: str | Path) -> list[Path]:
     path = Path(path)
     json_path = path / "results.json" if path.is_dir() else path
     payload = results_io.read_json(json_path)
-    if payload.get("kind") not in ("suite", "train"):
+    if payload.get("kind") not in ("suite", "train", "sweep"):
         raise results_io.ResultsError(
-            f"{str(json_path)!r} holds a {payload.get('kind')!r} result; report needs a suite or "
-            "train result"
+            f"{str(json_path)!r} holds a {payload.get('kind')!r} result; report needs a suite, "
+            "train or sweep result"
         )
     return write_report(json_path.parent, payload)

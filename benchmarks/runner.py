@@ -57,9 +57,44 @@ class SeedResults:
         return len(self.seed_ids) * self.env_steps / max(self.train_seconds, 1e-9)
 
 
+# SeedResults' fields with a leading seed axis (the others are the run's timings).
+PER_SEED_FIELDS = ("seed_ids", "eval_returns", "eval_discounted", "train_returns", "train_loss")
+
+
+def select_rows(results: SeedResults, rows) -> SeedResults:
+    """The results of the seeds (lanes) at `rows`; the run's timings as they are."""
+    rows = np.asarray(rows, np.int64)
+    return dataclasses.replace(
+        results,
+        **{name: np.asarray(getattr(results, name))[rows] for name in PER_SEED_FIELDS},
+        final={name: np.asarray(value)[rows] for name, value in results.final.items()},
+        final_state=None,
+    )
+
+
+def concat_rows(parts: list[SeedResults]) -> SeedResults:
+    """Several runs' seeds in order, as one result: per-seed rows concatenated, the first run's
+    timings with the seconds of all of them added up."""
+    first = parts[0]
+    return dataclasses.replace(
+        first,
+        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in PER_SEED_FIELDS},
+        final={name: np.concatenate([p.final[name] for p in parts]) for name in first.final},
+        train_seconds=sum(p.train_seconds for p in parts),
+        eval_seconds=sum(p.eval_seconds for p in parts),
+        compile_seconds=sum(p.compile_seconds for p in parts),
+        final_state=None,
+    )
+
+
 def _mesh_sharding() -> NamedSharding:
     # Local devices: in a multi-process run each process trains its own share of the seeds.
     return NamedSharding(Mesh(np.array(jax.local_devices()), ("seeds",)), PartitionSpec("seeds"))
+
+
+def _padded_rows(values: np.ndarray, rows: int) -> np.ndarray:
+    """values [n, ...] padded to `rows` rows by repeating the last."""
+    return np.concatenate([values, np.repeat(values[-1:], rows - len(values), axis=0)])
 
 
 def sharded_seed_keys(base_seed: int, seed_ids, block: int = 1) -> tuple[jax.Array, NamedSharding]:
@@ -67,11 +102,33 @@ def sharded_seed_keys(base_seed: int, seed_ids, block: int = 1) -> tuple[jax.Arr
     repeating the last seed (callers drop the padded rows) and sharded over those devices; and
     that sharding."""
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
-    num_devices = jax.local_device_count()
-    padded = padded_seed_count(len(seed_ids), num_devices, block)
-    padded_ids = np.concatenate([seed_ids, np.repeat(seed_ids[-1:], padded - len(seed_ids))])
+    padded = padded_seed_count(len(seed_ids), jax.local_device_count(), block)
     sharding = _mesh_sharding()
-    return jax.device_put(seed_keys(base_seed, padded_ids), sharding), sharding
+    keys = seed_keys(base_seed, _padded_rows(seed_ids, padded))
+    return jax.device_put(keys, sharding), sharding
+
+
+def lane_hparams(defaults: dict, hparams: dict | None, num_lanes: int) -> dict[str, np.ndarray]:
+    """Each lane's traced hyperparameters [num_lanes] per name: `hparams`' values where given
+    (arrays [num_lanes]), else `defaults` (the agent config's own) repeated."""
+    hparams = dict(hparams or {})
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not a traced hyperparameter; traced: {sorted(defaults)}")
+    out = {}
+    for name, default in defaults.items():
+        value = np.asarray(hparams.get(name, np.repeat(np.asarray(default), num_lanes)))
+        if value.shape != (num_lanes,):
+            raise ValueError(f"{name} has shape {value.shape}; expected ({num_lanes},)")
+        out[name] = value.astype(np.asarray(default).dtype)
+    return out
+
+
+def sharded_lane_hparams(hparams: dict[str, np.ndarray], rows: int, sharding: NamedSharding):
+    """Lane hyperparameters padded like the keys (`sharded_seed_keys`) and sharded alike."""
+    return {
+        name: jax.device_put(_padded_rows(value, rows), sharding) for name, value in hparams.items()
+    }
 
 
 class Programs(NamedTuple):
@@ -102,10 +159,14 @@ def compile_programs(
         return functools.partial(compiled, num_blocks)
 
     fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)), out_shardings=sharding)
-    init = compile_timed("init", trainer.init, keys, num_batched=1)
+    hparams = {
+        name: jax.ShapeDtypeStruct(keys.shape[:1], np.asarray(value).dtype, sharding=sharding)
+        for name, value in trainer.default_hparams.items()
+    }
+    init = compile_timed("init", trainer.init, keys, hparams, num_batched=2)
     state = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-        jax.eval_shape(jax.vmap(trainer.init), keys),
+        jax.eval_shape(jax.vmap(trainer.init), keys, hparams),
     )
     index = jnp.asarray(0, jnp.int32)
     run_segment = compile_timed(
@@ -165,20 +226,55 @@ class CompiledRun(NamedTuple):
     compile_seconds: float  # compiling every program, initialising the seeds and the probe
 
 
+# Compiled programs and probes by the caller's program key, so a second run of the same static
+# program (a sweep over other values of the traced hyperparameters) compiles nothing.
+_PROGRAMS: dict = {}
+_PROGRAMS_KEPT = 4
+
+
+def _programs_for(program_key, trainer, keys, sharding, block) -> tuple[Programs, Callable]:
+    """The compiled programs and probe for these padded keys: from the cache when the caller's
+    `program_key` (hashable, naming everything that shapes the program) was compiled before
+    for the same rows, block and devices; else compiled now (and cached under the key)."""
+    devices = tuple(device.id for device in sharding.mesh.devices.flat)
+    key = None if program_key is None else (program_key, keys.shape[0], block, devices)
+    if key is not None and key in _PROGRAMS:
+        programs, probe = _PROGRAMS[key]
+        return programs._replace(
+            compile_seconds=dict.fromkeys(programs.compile_seconds, 0.0)
+        ), probe
+    programs = compile_programs(trainer, keys, sharding, block)
+    probe = make_probe(sharding)
+    if key is not None:
+        while len(_PROGRAMS) >= _PROGRAMS_KEPT:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = (programs, probe)
+    return programs, probe
+
+
 def compile_run(
-    agent: Agent, env, env_params, config: TrainConfig, seed_ids: np.ndarray, base_seed: int
+    agent: Agent,
+    env,
+    env_params,
+    config: TrainConfig,
+    seed_ids: np.ndarray,
+    base_seed: int,
+    hparams: dict | None = None,
+    program_key=None,
 ) -> tuple[CompiledRun, Any]:
-    """The run's compiled programs over the sharded, padded seeds, and every seed's initial
-    loop state."""
+    """The run's compiled programs over the sharded, padded lanes, and every lane's initial
+    loop state. A lane is a seed id with the agent's traced hyperparameters: `hparams` maps
+    names to per-lane values [len(seed_ids)] (others: the agent config's own)."""
     trainer = make_train(agent, env, env_params, config)
-    block = config.seed_block or seed_blocks.default_block_size(jax.default_backend())
+    block = seed_blocks.block_size(config.seed_block)
+    lanes = lane_hparams(trainer.default_hparams, hparams, len(seed_ids))
     keys, sharding = sharded_seed_keys(base_seed, seed_ids, block)
     start = time.perf_counter()
-    programs = compile_programs(trainer, keys, sharding, block)
+    programs, probe = _programs_for(program_key, trainer, keys, sharding, block)
     train_keys = programs.fold_in(keys, jnp.asarray(0, jnp.uint32))
     eval_keys = programs.fold_in(keys, jnp.asarray(1, jnp.uint32))
-    state = jax.block_until_ready(programs.init(train_keys))
-    probe = make_probe(sharding)
+    lane_values = sharded_lane_hparams(lanes, keys.shape[0], sharding)
+    state = jax.block_until_ready(programs.init(train_keys, lane_values))
     seconds = time.perf_counter() - start
     return CompiledRun(programs, eval_keys, probe, sharding, seconds), state
 
@@ -230,8 +326,13 @@ def run_seeds(
     base_seed: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     keep_state: bool = False,
+    hparams: dict | None = None,
+    program_key=None,
 ) -> SeedResults:
     """Train seeds `seed_ids` in one compiled program; evaluate greedily after every chunk.
+
+    `hparams` gives each seed (lane) its own traced hyperparameters and `program_key` lets a
+    later run reuse this one's compiled programs (`compile_run`): what a sweep uses.
 
     The seed axis is padded to whole blocks of `config.seed_block` seeds per device (padded
     seeds are dropped), sharded over all local devices and run block by block (`seed_blocks`),
@@ -240,7 +341,9 @@ def run_seeds(
     {"compile_s": seconds}) and after every chunk (info {"eval_return": mean}).
     """
     seed_ids = np.asarray(list(seed_ids), dtype=np.int64)
-    run, state = compile_run(agent, env, env_params, config, seed_ids, base_seed)
+    run, state = compile_run(
+        agent, env, env_params, config, seed_ids, base_seed, hparams, program_key
+    )
     if progress is not None:
         progress(0, config.num_evals, {"compile_s": run.compile_seconds})
     state, history = run_chunks(run, state, config, len(seed_ids), progress)

@@ -11,6 +11,7 @@ seed or thousands, and within a block every position is computed alike.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -27,6 +28,11 @@ ACCELERATOR_BLOCK = 1024
 
 def default_block_size(platform: str) -> int:
     return DEFAULT_BLOCK.get(platform, ACCELERATOR_BLOCK)
+
+
+def block_size(seed_block: int) -> int:
+    """A run's block: its TrainConfig.seed_block, or the platform's default where that is 0."""
+    return seed_block or default_block_size(jax.default_backend())
 
 
 def padded_seed_count(num_seeds: int, num_devices: int, block: int) -> int:
@@ -110,9 +116,15 @@ def map_blocks_padded(fn: Callable, block: int, batched: tuple, shared: tuple):
     rows = len(batched[0])
     padded = math.ceil(rows / block) * block
     batched = tuple(np.concatenate([x, np.repeat(x[-1:], padded - rows, axis=0)]) for x in batched)
-    block_fn = jax.jit(jax.vmap(fn, in_axes=(0,) * len(batched) + (None,) * len(shared)))
+    block_fn = _jitted_blocks(fn, len(batched), len(shared))
     outs = [
         jax.device_get(block_fn(*(x[start : start + block] for x in batched), *shared))
         for start in range(0, padded, block)
     ]
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:rows], *outs)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_blocks(fn: Callable, num_batched: int, num_shared: int) -> Callable:
+    """One jitted vmap of fn per signature, so scoring many cells compiles it once."""
+    return jax.jit(jax.vmap(fn, in_axes=(0,) * num_batched + (None,) * num_shared))

@@ -22,9 +22,22 @@ from benchmarks.cell import CellSpec
 from benchmarks.train import TrainConfig
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-KINDS = ("train", "dopamine")
+KINDS = ("train", "dopamine", "sweep")
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
-_TOP_KEYS = {"name", "description", "kind", "seeds", "agents", "envs", "agent", "train", "options"}
+_TOP_KEYS = {
+    "name",
+    "description",
+    "kind",
+    "seeds",
+    "agents",
+    "envs",
+    "agent",
+    "train",
+    "options",
+    "sweep",
+}
+# A sweep suite's [sweep] table: its search space and selection (see benchmarks/sweep.py).
+_SWEEP_KEYS = {"grid", "random", "samples", "search_seed", "eval_seeds", "select", "max_memory"}
 _ENV_KEYS = {"params", "agent", "train", "seeds"}
 
 
@@ -42,6 +55,7 @@ class Suite:
     cell_seeds: tuple[int, ...]  # seeds per cell (an env may ask for its own count)
     options: dict
     source: str
+    sweep: dict = dataclasses.field(default_factory=dict)  # kind "sweep": its [sweep] table
 
 
 def names() -> list[str]:
@@ -89,10 +103,11 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
     suite_file = _read(_suite_path(name_or_path))
     kind, suite_seeds = _check_top_level(suite_file, seeds)
     cells, cell_seeds = [], []
-    if kind == "train":
+    if kind in ("train", "sweep"):
         cells, cell_seeds = _train_cells(
             suite_file, _suite_wide(suite_file, suite_seeds, seeds, steps)
         )
+    sweep = _sweep_table(suite_file, cells) if kind == "sweep" else {}
     return Suite(
         suite_file.path.stem,
         suite_file.data.get("description", ""),
@@ -102,6 +117,67 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
         tuple(cell_seeds),
         suite_file.data.get("options", {}),
         suite_file.text,
+        sweep,
+    )
+
+
+def _sweep_table(suite_file: _SuiteFile, cells: list[CellSpec]) -> dict:
+    """A sweep suite's [sweep] table, checked by building every cell's sweep (so a bad field,
+    value or metric is reported with its line before anything runs)."""
+    from benchmarks import sweep as sweeps
+
+    table = suite_file.data.get("sweep")
+    if not isinstance(table, dict):
+        suite_file.fail("kind", 'kind = "sweep" needs a [sweep] table with grid or random')
+    unknown = sorted(set(table) - _SWEEP_KEYS)
+    if unknown:
+        suite_file.fail(
+            unknown[0],
+            f"unknown [sweep] key {unknown[0]!r}; valid: {', '.join(sorted(_SWEEP_KEYS))}",
+        )
+    for key in ("grid", "random"):
+        if not isinstance(table.get(key, {}), dict):
+            suite_file.fail(key, f"[sweep] {key} must be a table of field = values")
+    for key, low in (("samples", 1), ("search_seed", 0), ("eval_seeds", 0)):
+        value = table.get(key, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            suite_file.fail(key, f"[sweep] {key}={value!r} must be an integer >= {low}")
+    grid = {k: v if isinstance(v, list) else [v] for k, v in table.get("grid", {}).items()}
+    try:
+        space = sweeps.SearchSpace(
+            grid=grid,
+            random=dict(table.get("random", {})),
+            samples=table.get("samples", 1),
+            search_seed=table.get("search_seed", 0),
+        )
+        if "max_memory" in table:
+            sweeps.parse_bytes(table["max_memory"])
+        for cell in cells:
+            sweep_spec(cell, table, space, seeds=1)
+    except ConfigError as err:
+        suite_file.fail("sweep", str(err))
+    return {**table, "space": space}
+
+
+def sweep_spec(cell: CellSpec, table: dict, space, seeds: int):
+    """The sweep of one suite cell: its agent config as the base every configuration shares."""
+    from benchmarks import sweep as sweeps
+
+    base = {
+        f.name: getattr(cell.agent_config, f.name)
+        for f in dataclasses.fields(cell.agent_config)
+        if f.name not in space.grid and f.name not in space.random
+    }
+    return sweeps.SweepSpec.build(
+        cell.agent,
+        cell.env,
+        space,
+        seeds=seeds,
+        eval_seeds=table.get("eval_seeds", seeds),
+        select=table.get("select", "return"),
+        base_overrides=base,
+        env_overrides=cell.env_overrides,
+        train_overrides=dataclasses.asdict(cell.train_config),
     )
 
 
@@ -312,23 +388,26 @@ def run_suite(
         from benchmarks import dopamine
 
         return dopamine.run_dopamine_analysis(out_dir, **suite.options)
+    if suite.kind == "sweep":
+        return run_sweep_suite(
+            suite,
+            out_dir,
+            base_seed=base_seed,
+            seed_start=seed_start,
+            show_progress=show_progress,
+            rerun=rerun,
+            log=log,
+        )
     records = []
-    current_commit = results_io.git_commit()
     for index, (spec, num_seeds) in enumerate(zip(suite.cells, suite.cell_seeds), 1):
         seed_ids = list(range(seed_start, seed_start + num_seeds))
         fingerprint = cell_fingerprint(spec, seed_ids, base_seed)
         path = cell_path(out_dir, spec)
-        if not rerun and path.is_file():
-            try:
-                cached = results_io.read_json(path, kind="cell")
-            except results_io.ResultsError:
-                cached = None  # corrupt or stale: run the cell again
-            if cached is not None and cached.get("fingerprint") == fingerprint:
-                commit = cached.get("metadata", {}).get("commit")
-                note = "" if commit == current_commit else f" (at commit {str(commit)[:12]})"
-                log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier{note}, kept")
-                records.append(cached["cell"])
-                continue
+        cached = None if rerun else _finished(path, "cell", fingerprint)
+        if cached is not None:
+            log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier{_at(cached)}, kept")
+            records.append(cached["cell"])
+            continue
         log(
             f"[{index}/{len(suite.cells)}] {spec.name}: {num_seeds} seeds x "
             f"{spec.train_config.total_steps:,} steps"
@@ -358,3 +437,85 @@ def run_suite(
 
         report.write_report(out_dir, payload)
     return payload
+
+
+def run_sweep_suite(
+    suite: Suite,
+    out_dir: Path,
+    *,
+    base_seed: int = 0,
+    seed_start: int = 0,
+    show_progress: bool = True,
+    rerun: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """A sweep suite: every agent x env cell swept over the [sweep] table's space, each sweep
+    written atomically to out_dir/sweeps/ when it finishes (kept on a rerun while its
+    definition is unchanged), then results.json and the report."""
+    from benchmarks import sweep as sweeps
+
+    table = suite.sweep
+    max_memory = sweeps.parse_bytes(table["max_memory"]) if "max_memory" in table else None
+    records = []
+    for index, (cell, num_seeds) in enumerate(zip(suite.cells, suite.cell_seeds), 1):
+        spec = sweep_spec(cell, table, table["space"], seeds=num_seeds)
+        fingerprint = sweep_fingerprint(spec, seed_start, base_seed)
+        path = out_dir / "sweeps" / cell_path(out_dir, cell).name
+        cached = None if rerun else _finished(path, "sweep-part", fingerprint)
+        if cached is not None:
+            log(f"[{index}/{len(suite.cells)}] {spec.name}: finished earlier{_at(cached)}, kept")
+            records.append(cached["sweep"])
+            continue
+        log(f"[{index}/{len(suite.cells)}] {spec.name}: sweep")
+        record = sweeps.run_sweep(
+            spec,
+            seed_start=seed_start,
+            base_seed=base_seed,
+            max_memory=max_memory,
+            log=log,
+            show_progress=show_progress,
+        )
+        payload = {"kind": "sweep-part", "metadata": results_io.metadata()}
+        results_io.write_json(path, {**payload, "fingerprint": fingerprint, "sweep": record})
+        records.append(record)
+    payload = sweeps.sweep_payload(records, suite=suite.name, source=suite.source)
+    results_io.write_json(out_dir / "results.json", payload)
+    from benchmarks import report
+
+    report.write_report(out_dir, payload)
+    return payload
+
+
+def sweep_fingerprint(spec, seed_start: int, base_seed: int) -> str:
+    """What makes a finished sweep reusable: every configuration, its seeds and selection."""
+    payload = json.dumps(
+        results_io.to_jsonable(
+            {
+                "configs": spec.configs,
+                "env": [spec.env, spec.env_overrides],
+                "train": spec.train_config,
+                "seeds": [seed_start, spec.seeds, spec.eval_seeds, base_seed],
+                "select": spec.select,
+            }
+        ),
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _finished(path: Path, kind: str, fingerprint: str) -> dict | None:
+    """The finished part (a cell or a sweep) at `path` if it has this fingerprint, else None:
+    missing, corrupt or stale parts are run again."""
+    if not path.is_file():
+        return None
+    try:
+        cached = results_io.read_json(path, kind=kind)
+    except results_io.ResultsError:
+        return None
+    return cached if cached.get("fingerprint") == fingerprint else None
+
+
+def _at(cached: dict) -> str:
+    """' (at commit X)' where a kept part was made by other code than this checkout's."""
+    commit = cached.get("metadata", {}).get("commit")
+    return "" if commit == results_io.git_commit() else f" (at commit {str(commit)[:12]})"

@@ -127,7 +127,7 @@ def measure_one(
     trained = run_seeds(agent, env, params, train_config, range(num_seeds), keep_state=True)
     state_bytes = _tree_bytes(trained.final_state) // num_seeds
     acting = run_seeds(without_learning(agent), env, params, train_config, range(num_seeds))
-    spec = env_spec(env, params)
+    spec = env_spec(env, params, train_config.num_envs)
     learning_rate, learning_devices = _learning_step_rate(
         agent, spec, num_seeds, 10, train_config.num_iterations // 2
     )

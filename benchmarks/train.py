@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from agents.base import Agent, ConfigError, EnvSpec, Transition, require
+from agents.base import Agent, ConfigError, EnvSpec, Transition, bind, hyperparams, require
 from agents.common import at_actions
 
 # Throughput samples per run: with n paired samples the one-sided signed-rank test can reach
@@ -71,6 +71,7 @@ class LoopState(NamedTuple):
     obs: jnp.ndarray
     episode_return: jnp.ndarray  # [num_envs] undiscounted return of the running episode
     key: jax.Array
+    hparams: dict  # the agent's traced hyperparameters for this seed (agents/base.py)
 
 
 class SegmentLog(NamedTuple):
@@ -110,16 +111,27 @@ class GreedyEpisodes(NamedTuple):
     action: jnp.ndarray  # [E] the action of the step before (at t=0, the start-state action)
 
 
-def env_spec(env, env_params) -> EnvSpec:
-    """The observation shape and number of actions an agent sees, or a clear error."""
+def env_spec(env, env_params, num_envs: int = 1) -> EnvSpec:
+    """What an agent sees of `num_envs` copies of the env, or a clear error."""
     space = env.action_space(env_params)
     if not hasattr(space, "n"):
         raise ConfigError(
             f"environment {env.name} has a continuous action space; distbench agents need a "
             "discrete one"
         )
+    # Imported here: importing envs (gymnax) starts the XLA backend, which a multi-process run
+    # must initialise first, and the CLI imports this module before that.
+    from envs.registry import observation_dtype
+
     shape = tuple(env.observation_space(env_params).shape)
-    return EnvSpec(observation_shape=shape, num_actions=int(space.n))
+    time_limit = getattr(env_params, "max_steps_in_episode", None)
+    return EnvSpec(
+        observation_shape=shape,
+        num_actions=int(space.n),
+        observation_dtype=observation_dtype(env, env_params),
+        num_envs=num_envs,
+        time_limit=None if time_limit is None else int(time_limit),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,38 +156,45 @@ class VectorEnv:
 class Trainer(NamedTuple):
     """Pure per-seed functions; `run_seeds` vmaps and jits them."""
 
-    init: Callable[[jax.Array], LoopState]
+    # init(key, hparams): hparams the agent's traced hyperparameters (`default_hparams`)
+    init: Callable[[jax.Array, dict], LoopState]
     # run_segment(state, first, end): iterations first, first+1, ... below end.
     run_segment: Callable[[LoopState, jnp.ndarray, jnp.ndarray], tuple[LoopState, SegmentLog]]
     evaluate: Callable[[LoopState, jax.Array], Evaluation]
     config: TrainConfig
+    default_hparams: dict  # the agent config's own traced values
 
 
 def make_train(agent: Agent, env, env_params, config: TrainConfig) -> Trainer:
     """Build the loop. Nothing here knows which agent or env it runs."""
-    spec = env_spec(env, env_params)
+    spec = env_spec(env, env_params, config.num_envs)
     vector_env = VectorEnv(env, env_params)
-    gamma = float(agent.config.gamma)
     horizon = eval_horizon(env_params, config)
 
-    def init(key: jax.Array) -> LoopState:
-        return init_loop(agent, spec, vector_env, config.num_envs, key)
+    def init(key: jax.Array, hparams: dict) -> LoopState:
+        return init_loop(agent, spec, vector_env, config.num_envs, key, hparams)
 
     def run_segment(state: LoopState, first: jnp.ndarray, end: jnp.ndarray):
         return train_segment(agent, vector_env, config, state, first, end)
 
     def evaluate(state: LoopState, key: jax.Array) -> Evaluation:
+        gamma = bind(agent.config, state.hparams).gamma  # this seed's, where gamma is swept
         return evaluate_greedy(agent, vector_env, config.eval_episodes, horizon, gamma, state, key)
 
-    return Trainer(init, run_segment, evaluate, config)
+    return Trainer(init, run_segment, evaluate, config, hyperparams(agent.config))
 
 
-def init_loop(agent: Agent, spec: EnvSpec, vector_env: VectorEnv, num_envs: int, key):
-    """A fresh agent and `num_envs` fresh episodes."""
+def init_loop(agent: Agent, spec: EnvSpec, vector_env: VectorEnv, num_envs: int, key, hparams):
+    """A fresh agent with traced hyperparameters `hparams`, and `num_envs` fresh episodes."""
     agent_key, env_key, key = jax.random.split(key, 3)
     obs, env_state = vector_env.reset(env_key, num_envs)
     return LoopState(
-        agent.init(agent_key, spec), env_state, obs, jnp.zeros((num_envs,), jnp.float32), key
+        agent.init(agent_key, spec, hparams),
+        env_state,
+        obs,
+        jnp.zeros((num_envs,), jnp.float32),
+        key,
+        dict(hparams),
     )
 
 
@@ -222,7 +241,9 @@ def train_iteration(agent: Agent, vector_env: VectorEnv, state: LoopState, log, 
     agent_state, metrics = agent.update(state.agent_state, transition, update_key, step)
     done = jnp.logical_or(terminated, truncated)
     episode_return = state.episode_return + reward
-    state = LoopState(agent_state, env_state, next_obs, jnp.where(done, 0.0, episode_return), key)
+    state = LoopState(
+        agent_state, env_state, next_obs, jnp.where(done, 0.0, episode_return), key, state.hparams
+    )
     log = SegmentLog(
         log.iterations + 1.0,
         log.episodes + jnp.sum(done),
@@ -239,7 +260,7 @@ def eval_horizon(env_params, config: TrainConfig) -> int:
     return min(max_steps, config.max_eval_steps)
 
 
-def evaluate_greedy(agent, vector_env, num_episodes: int, horizon: int, gamma: float, state, key):
+def evaluate_greedy(agent, vector_env, num_episodes: int, horizon: int, gamma, state, key):
     """Run `num_episodes` greedy episodes from fresh resets to their end (or `horizon`); the
     predictions at their start states for the action taken there."""
     reset_key, key = jax.random.split(key)
@@ -280,7 +301,7 @@ def evaluate_greedy(agent, vector_env, num_episodes: int, horizon: int, gamma: f
     )
 
 
-def greedy_step(agent, vector_env, agent_state, gamma: float, episodes: GreedyEpisodes):
+def greedy_step(agent, vector_env, agent_state, gamma, episodes: GreedyEpisodes):
     """One greedy step of every episode; an ended one steps on but adds nothing. The first
     step takes the start-state action, the one whose return law was predicted."""
     t, alive = episodes.t, episodes.alive

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnax
+import jax.numpy as jnp
 
 from agents.coercion import CoercionError, coerce_fields
 
@@ -31,6 +32,25 @@ def names() -> list[str]:
 
 def own_names() -> list[str]:
     return sorted(_OWN)
+
+
+# Envs whose observations gymnax declares float32 but which are only ever 0 or 1 (its MinAtar
+# games build bool or 0/1 planes and cast them): stored as bool, a quarter of the bytes.
+# tests/test_replay.py checks the values.
+BINARY_OBSERVATIONS = (
+    "Asterix-MinAtar",
+    "Breakout-MinAtar",
+    "Freeway-MinAtar",
+    "SpaceInvaders-MinAtar",
+)
+
+
+def observation_dtype(env: Any, params: Any):
+    """The dtype that holds `env`'s observations exactly: bool for BINARY_OBSERVATIONS, else
+    the dtype its observation space declares."""
+    if getattr(env, "name", None) in BINARY_OBSERVATIONS:
+        return jnp.bool_
+    return jnp.dtype(getattr(env.observation_space(params), "dtype", jnp.float32))
 
 
 def make(name: str, **param_overrides: Any):

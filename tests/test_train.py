@@ -51,7 +51,9 @@ def test_different_seeds_really_differ():
     agent = agents.make("c51", **SMALL)
     env, params = _cartpole()
     trainer = make_train(agent, env, params, TrainConfig(total_steps=800, num_envs=4))
-    runners = jax.jit(jax.vmap(trainer.init))(seed_keys(0, [0, 1, 2]))
+    runners = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(
+        seed_keys(0, [0, 1, 2]), trainer.default_hparams
+    )
     kernel = runners.agent_state.params["params"]["MLP_0"]["Dense_0"]["kernel"]
     assert not np.allclose(kernel[0], kernel[1]) and not np.allclose(kernel[1], kernel[2])
     results = run_seeds(
@@ -77,7 +79,9 @@ def test_training_segment_is_traced_once():
         return trainer.run_segment(runner, first, end)
 
     run_segment = jax.jit(jax.vmap(counted, in_axes=(0, None, None)))
-    runner = jax.jit(jax.vmap(trainer.init))(seed_keys(0, [0, 1]))
+    runner = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(
+        seed_keys(0, [0, 1]), trainer.default_hparams
+    )
     for chunk in range(config.num_evals):
         end = jnp.asarray(min((chunk + 1) * config.chunk_length, config.num_iterations))
         for first in range(chunk * config.chunk_length, int(end), config.segment_length):

@@ -12,12 +12,10 @@ from agents.common import (
     at_actions,
     crossings,
     linear_epsilon,
-    replay_add,
-    replay_init,
-    replay_sample,
 )
+from agents.replay import replay_add, replay_init, replay_sample
 
-SPEC = EnvSpec(observation_shape=(4,), num_actions=2)
+SPEC = EnvSpec(observation_shape=(4,), num_actions=2, num_envs=5)
 
 
 class TestDQNLoss:
@@ -157,30 +155,30 @@ def test_string_overrides_are_parsed_to_field_types():
 
 
 def test_replay_wraps_around_and_samples_only_stored():
-    example = Transition(jnp.zeros(1), jnp.zeros((), jnp.int32), 0.0, 0.0, jnp.zeros(1))
-    replay = replay_init(4, jax.tree.map(jnp.asarray, example))
+    replay = replay_init(4, (1,), jnp.float32, num_envs=3, time_limit=None)
     batch = lambda start: Transition(
         jnp.arange(start, start + 3, dtype=jnp.float32)[:, None],
         jnp.zeros(3, jnp.int32),
         jnp.zeros(3),
-        jnp.zeros(3),
-        jnp.zeros((3, 1)),
+        jnp.ones(3),
+        jnp.arange(start + 3, start + 6, dtype=jnp.float32)[:, None],
     )
     replay = replay_add(replay, batch(0), 0)
     assert int(replay.size) == 3
     sampled = replay_sample(replay, jax.random.PRNGKey(0), 100).obs[:, 0]
     assert set(np.asarray(sampled).tolist()) <= {0.0, 1.0, 2.0}
     replay = replay_add(replay, batch(3), 3)  # writes 3, 4, 5 into slots 3, 0, 1
-    np.testing.assert_array_equal(replay.storage.obs[:, 0], [4.0, 5.0, 2.0, 3.0])
+    np.testing.assert_array_equal(replay.frames[:, 0], [4.0, 5.0, 2.0, 3.0])
     assert int(replay.size) == 4
     replay = replay_add(replay, batch(6), 6)  # 6, 7, 8 into slots 2, 3, 0
-    np.testing.assert_array_equal(replay.storage.obs[:, 0], [8.0, 5.0, 6.0, 7.0])
+    np.testing.assert_array_equal(replay.frames[:, 0], [8.0, 5.0, 6.0, 7.0])
     replay = replay_add(replay, batch(9), 9)  # 9, 10, 11 into slots 1, 2, 3: no wrap
-    np.testing.assert_array_equal(replay.storage.obs[:, 0], [8.0, 9.0, 10.0, 11.0])
-    big = Transition(jnp.arange(6.0)[:, None], *(jnp.zeros(6),) * 3, jnp.zeros((6, 1)))
-    replay = replay_add(replay, big._replace(action=jnp.zeros(6, jnp.int32)), 12)
-    # 0..5 into slots 0, 1, 2, 3, 0, 1: the newest four survive.
-    np.testing.assert_array_equal(replay.storage.obs[:, 0], [4.0, 5.0, 2.0, 3.0])
+    np.testing.assert_array_equal(replay.frames[:, 0], [8.0, 9.0, 10.0, 11.0])
+    # Each transition's next obs is the one 3 steps on (the newest: the pending ones).
+    sample = replay_sample(replay, jax.random.PRNGKey(1), 100)
+    np.testing.assert_array_equal(sample.next_obs, sample.obs + 3.0)
+    with pytest.raises(ConfigError, match="buffer_size=2 must be >= num_envs=3"):
+        replay_init(2, (1,), jnp.float32, num_envs=3, time_limit=None)
 
 
 def test_schedules_follow_the_global_step():
