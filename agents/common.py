@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from agents import losses
 from agents.base import Agent, Atoms, EnvSpec, Transition, bind, hyperparams, require
 from agents.cpu_kernels import KERNELS
 from agents.replay import Replay, replay_add, replay_init, replay_sample
@@ -331,12 +330,6 @@ def make_value_agent(config: ValueConfig, algorithm: Algorithm) -> Agent:
 def midpoint_taus(num: int) -> jnp.ndarray:
     """The levels tau_i = (2i - 1) / (2 num), i = 1..num: an even grid of (0, 1)."""
     return (2.0 * jnp.arange(1, num + 1) - 1.0) / (2.0 * num)
-
-
-def at_actions(values: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
-    """Each example's slice at its action: values [B, A, ...], actions [B] -> [B, ...], by
-    `losses.at_action`'s one-hot select (whose gradient is a select, not a scatter-add)."""
-    return jax.vmap(losses.at_action)(values, actions)
 
 
 def equal_weight_atoms(values: jnp.ndarray) -> Atoms:

@@ -43,12 +43,6 @@ def select(kernels: str, reference: Callable, cpu: Callable) -> Callable:
     return by_platform
 
 
-def _taken(values, actions):
-    """values [B, A, ...] at actions [B] by a one-hot select (a gather is a scalar loop on
-    XLA:CPU)."""
-    return jax.vmap(losses.at_action)(values, actions)
-
-
 # --- C51 ------------------------------------------------------------------------------------------
 
 
@@ -63,10 +57,10 @@ def categorical_q_learning(logits_tm1, a_tm1, r_t, discount_t, logits_t, support
     weights_t = jnp.exp(logits_t - _fast_max(logits_t)[..., None])  # [B, A, K]
     totals_t = jnp.sum(weights_t, axis=-1)
     a_t = jnp.argmax(jnp.sum(weights_t * support, axis=-1) / totals_t, axis=-1)
-    probs_next = _taken(weights_t, a_t) / _taken(totals_t, a_t)[:, None]
+    probs_next = losses.at_actions(weights_t, a_t) / losses.at_actions(totals_t, a_t)[:, None]
     locs = r_t[:, None] + discount_t[:, None] * support
     target = jax.lax.stop_gradient(project_onto_support(locs, probs_next, support))
-    return _cross_entropy(_taken(logits_tm1, a_tm1), target)
+    return _cross_entropy(losses.at_actions(logits_tm1, a_tm1), target)
 
 
 def project_onto_support(locs, probs, support):

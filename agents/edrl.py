@@ -23,7 +23,6 @@ from agents.common import (
     Algorithm,
     AtomsNetwork,
     ValueConfig,
-    at_actions,
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
@@ -81,7 +80,7 @@ def edrl_loss(config: Config, e_tm1, a_tm1, r_t, discount_t, e_t) -> jnp.ndarray
     mean_index = config.num_expectiles // 2
     num_samples = config.num_imputed_samples or config.num_expectiles
     a_t = jnp.argmax(e_t[:, :, mean_index], axis=-1)
-    next_expectiles = at_actions(e_t, a_t)  # [B, K]
+    next_expectiles = losses.at_actions(e_t, a_t)  # [B, K]
     samples = impute_samples(
         next_expectiles,
         taus,
@@ -92,7 +91,7 @@ def edrl_loss(config: Config, e_tm1, a_tm1, r_t, discount_t, e_t) -> jnp.ndarray
         kernels=config.kernels,
     )  # [B, M]
     targets = r_t[:, None] + (config.gamma * discount_t)[:, None] * samples
-    chosen = at_actions(e_tm1, a_tm1)  # [B, K]
+    chosen = losses.at_actions(e_tm1, a_tm1)  # [B, K]
     return jnp.mean(jax.vmap(losses.expectile_loss, in_axes=(0, None, 0))(chosen, taus, targets))
 
 

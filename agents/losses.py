@@ -25,6 +25,13 @@ def at_action(values: chex.Array, action: chex.Array) -> chex.Array:
     return jnp.sum(jnp.where(mask, values, 0), axis=0)
 
 
+def at_actions(values: chex.Array, actions: chex.Array) -> chex.Array:
+    """Each example's slice at its action: values [B, A, ...], actions [B] -> [B, ...], by
+    `at_action`'s one-hot select (its gradient a select, not a scatter-add; a gather is also a
+    scalar loop on XLA:CPU)."""
+    return jax.vmap(at_action)(values, actions)
+
+
 def q_learning(
     q_tm1: chex.Array,
     a_tm1: chex.Array,

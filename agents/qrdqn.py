@@ -16,7 +16,6 @@ from agents.common import (
     Algorithm,
     AtomsNetwork,
     ValueConfig,
-    at_actions,
     equal_weight_atoms,
     make_value_agent,
     midpoint_taus,
@@ -51,8 +50,8 @@ def quantile_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.nda
     """Mean over the batch of `losses.quantile_q_learning`; quantiles [B, A, K], others [B]."""
     taus = jnp.broadcast_to(midpoint_taus(config.num_quantiles), q_tm1[:, 0].shape)
     a_t = jnp.argmax(jnp.mean(q_t, axis=-1), axis=-1)
-    target = r_t[:, None] + (config.gamma * discount_t)[:, None] * at_actions(q_t, a_t)
-    chosen = at_actions(q_tm1, a_tm1)
+    target = r_t[:, None] + (config.gamma * discount_t)[:, None] * losses.at_actions(q_t, a_t)
+    chosen = losses.at_actions(q_tm1, a_tm1)
     return jnp.mean(quantile_huber_losses(config.kernels, chosen, taus, target, config.huber_kappa))
 
 

@@ -197,8 +197,11 @@ def run_cell(
     base_seed: int = 0,
     show_progress: bool = True,
     progress_callback=None,
+    checkpoints=None,
 ) -> dict[str, Any]:
-    """Train and score one cell over `seed_ids`; returns the cell's JSON-able record."""
+    """Train and score one cell over `seed_ids`; returns the cell's JSON-able record.
+    `checkpoints` (a RunCheckpoints, see `cell_checkpoints`) makes the training resumable; the
+    caller calls its `finished()` once the record is written."""
     seed_ids = list(seed_ids)
     require(len(seed_ids) >= 1, "seeds=0: at least one seed is needed")
     agent = agents.module(spec.agent).make(spec.agent_config)
@@ -219,12 +222,34 @@ def run_cell(
             distributed.local_share(seed_ids),
             base_seed=base_seed,
             progress=progress,
+            checkpoints=checkpoints,
         )
         results = distributed.gather(results)
     finally:
         if bar is not None:
             bar.close()
     return cell_record(spec, results, base_seed=base_seed)
+
+
+def cell_checkpoints(spec: CellSpec, seed_ids, base_seed: int, directory, every: int | None, log):
+    """The checkpoints of one cell's training in `directory` (every: chunks between saves,
+    None: decided by the run's length, 0: none), fingerprinted by everything its numbers
+    depend on: the cell, its seeds, the seed block and the code's commit. None for a
+    multi-process run, whose processes' states are process-local (not checkpointed yet)."""
+    if every == 0 or jax.process_count() > 1:
+        return None
+    from benchmarks.checkpoints import RunCheckpoints
+    from benchmarks.results import git_commit
+    from benchmarks.seed_blocks import block_size
+
+    fingerprint = {
+        "cell": spec.to_json(),
+        "seed_ids": list(seed_ids),
+        "base_seed": base_seed,
+        "seed_block": block_size(spec.train_config.seed_block),
+        "commit": git_commit(),
+    }
+    return RunCheckpoints(directory, fingerprint, every, log=log)
 
 
 def diverged_seeds(results: SeedResults) -> np.ndarray:

@@ -132,23 +132,48 @@ def cmd_train(args) -> int:
         env_overrides=_parse_sets(args.env_set, "--env-set"),
         train_overrides=_train_overrides(args),
     )
+    seed_ids = range(args.seed_start, args.seed_start + args.seeds)
+    directory = args.checkpoint_dir or _default_checkpoints(spec, args)
+    checkpoints = cell.cell_checkpoints(
+        spec, seed_ids, args.base_seed, directory, args.checkpoint_every, _log
+    )
+    if checkpoints is not None and args.rerun:
+        checkpoints.finished()  # start over
     record = cell.run_cell(
         spec,
-        range(args.seed_start, args.seed_start + args.seeds),
+        seed_ids,
         base_seed=args.base_seed,
         show_progress=not args.quiet,
+        checkpoints=checkpoints,
     )
-    if not distributed.is_main_process():
-        return 0
-    from benchmarks import tables
+    if distributed.is_main_process():
+        from benchmarks import tables
 
-    print(tables.cells_markdown([record]))
-    if args.out:
-        from benchmarks import results
+        print(tables.cells_markdown([record]))
+        if args.out:
+            from benchmarks import results
 
-        results.write_json(args.out, cell.train_payload(record))
-        print(f"wrote {args.out}")
+            results.write_json(args.out, cell.train_payload(record))
+            print(f"wrote {args.out}")
+    if checkpoints is not None:
+        checkpoints.finished()
     return 0
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _default_checkpoints(spec, args) -> Path:
+    """Where `train` keeps checkpoints unless told: beside --out, else under runs/, named by
+    the run (so the same command finds them again)."""
+    import hashlib
+
+    key = " ".join(sys.argv[1:]) if args.out is None else str(Path(args.out).resolve())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    name = f"{spec.agent}__{spec.env}__{digest}"
+    folder = Path(args.out).parent if args.out else RUNS_DIR
+    return folder / "checkpoints" / name
 
 
 def _add_training_flags(parser) -> None:
@@ -183,6 +208,18 @@ def _add_training_flags(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_checkpoint_flags(parser, where: str) -> None:
+    group = parser.add_argument_group("checkpoints (resume a killed run with the same command)")
+    group.add_argument("--checkpoint-dir", metavar="DIR", help=f"where to keep them: {where}")
+    group.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="save every N chunks (default: every chunk when the first chunk says the run "
+        "takes over 3 minutes; 0: never); also after the last chunk and on SIGTERM/SIGINT",
+    )
+
+
 def _add_distributed_flags(parser) -> None:
     group = parser.add_argument_group("many hosts (jax.distributed)")
     group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
@@ -205,7 +242,13 @@ def cmd_run(args) -> int:
 
     results.check_output_dir(out)
     payload = suites.run_suite(
-        suite, out, base_seed=args.base_seed, show_progress=not args.quiet, rerun=args.rerun
+        suite,
+        out,
+        base_seed=args.base_seed,
+        show_progress=not args.quiet,
+        rerun=args.rerun,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
     )
     if not distributed.is_main_process():
         return 0
@@ -350,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one agent on one env over many vmapped seeds")
     _add_training_flags(train)
     train.add_argument("--out", help="write the canonical JSON result here")
+    _add_checkpoint_flags(train, "DIR (default: checkpoints/ beside --out, else under runs/)")
+    train.add_argument(
+        "--rerun", action="store_true", help="start over, ignoring the run's checkpoints"
+    )
     _add_distributed_flags(train)
     train.set_defaults(func=cmd_train)
 
@@ -410,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every cell again, even those already finished in the output folder",
     )
+    _add_checkpoint_flags(run, "DIR/CELL for each cell (default: OUT/checkpoints/CELL)")
     _add_distributed_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -468,11 +516,12 @@ def _usage_errors() -> tuple[type, ...]:
     """The exceptions that mean bad input. Imported only when one is raised: importing envs
     (gymnax) starts the XLA backend, which a multi-process run must initialise first."""
     from agents.base import ConfigError
+    from benchmarks.checkpoints import CheckpointMismatch
     from benchmarks.results import ResultsError
     from benchmarks.suites import SuiteError
     from envs.registry import EnvError
 
-    return (UsageError, ConfigError, EnvError, ResultsError, SuiteError)
+    return (UsageError, ConfigError, EnvError, ResultsError, SuiteError, CheckpointMismatch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,6 +540,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"distbench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except _stopped() as err:
+        print(f"distbench: {err}", file=sys.stderr)
+        return 128 + err.signal_number
+
+
+def _stopped() -> type:
+    """The exception of a run stopped by a signal after saving a checkpoint (imported only when
+    an exception reaches it, as `_usage_errors`)."""
+    from benchmarks.checkpoints import Preempted
+
+    return Preempted
 
 
 if __name__ == "__main__":

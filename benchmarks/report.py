@@ -18,11 +18,7 @@ def markdown(payload: dict) -> str:
     lines = [
         f"# distbench results: suite `{payload.get('suite', payload.get('kind'))}`",
         "",
-        (
-            f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}), "
-            f"{meta.get('cpu_count')} CPU cores, commit `{meta['commit'][:12]}`, "
-            f"jax {meta['versions'].get('jax')}, created {meta['created']}."
-        ),
+        tables.machine_line(meta),
         "",
         (
             "IQM greedy return over seeds with its 95% stratified-bootstrap CI; calibration metrics "

@@ -4,6 +4,7 @@ every device, in chunks so progress and greedy evaluation happen between compile
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
@@ -19,7 +20,7 @@ from agents.base import Agent
 from benchmarks import seed_blocks
 from benchmarks.probe import make_probe
 from benchmarks.seed_blocks import map_seed_blocks, padded_seed_count
-from benchmarks.train import TrainConfig, Trainer, make_train
+from benchmarks.train import Evaluation, SegmentLog, TrainConfig, Trainer, make_train
 
 
 def seed_keys(base_seed: int, seed_ids) -> jax.Array:
@@ -140,6 +141,7 @@ class Programs(NamedTuple):
     evaluate: Any
     fold_in: Any
     compile_seconds: dict[str, float]
+    abstract_state: Any  # the loop state's shapes, dtypes and shardings (what a restore needs)
 
 
 def compile_programs(
@@ -181,7 +183,7 @@ def compile_programs(
         updates_first=True,
     )
     evaluate = compile_timed("evaluate", trainer.evaluate, state, keys, num_batched=2)
-    return Programs(init, run_segment, evaluate, fold_in, seconds)
+    return Programs(init, run_segment, evaluate, fold_in, seconds, state)
 
 
 # The probe after each segment runs for this fraction of the segment's time.
@@ -194,14 +196,36 @@ class ChunkTiming(NamedTuple):
     probe_seconds: list[float]
 
 
-def train_chunk(programs: Programs, state, config: TrainConfig, chunk: int, probe):
-    """One chunk (the iterations between two evaluations) as separately timed segments, the
-    probe timed after each. Returns the loop state, the chunk's summed SegmentLog and its
-    timing."""
+class Position(NamedTuple):
+    """Where a run stands between two segments: its chunk, the first iteration of the chunk's
+    next segment, and the chunk's finished segments' summed SegmentLog (None before the first)
+    and timing."""
+
+    chunk: int
+    first: int
+    sums: Any
+    timing: ChunkTiming
+
+    @classmethod
+    def start_of(cls, chunk: int, config: TrainConfig) -> Position:
+        return cls(chunk, chunk * config.chunk_length, None, ChunkTiming([], [], []))
+
+    def segments_done(self, config: TrainConfig) -> int:
+        """Segments run so far in the whole run (a checkpoint's step)."""
+        return self.chunk * config.segments_per_chunk + len(self.timing.segment_seconds)
+
+
+def train_chunk(programs: Programs, state, config: TrainConfig, position: Position, probe, stop):
+    """The rest of a chunk (the iterations between two evaluations) from `position`, as
+    separately timed segments, the probe timed after each; stops early after a segment where
+    `stop()` holds. Returns the loop state and the position after the last segment run (at
+    the chunk's end: first == the chunk's last iteration + 1)."""
+    chunk = position.chunk
     chunk_end = min((chunk + 1) * config.chunk_length, config.num_iterations)
-    timing = ChunkTiming([], [], [])
-    sums = None
-    for first in range(chunk * config.chunk_length, chunk_end, config.segment_length):
+    timing, sums = position.timing, position.sums
+    for first in range(position.first, chunk_end, config.segment_length):
+        if first > position.first and stop():
+            return state, Position(chunk, first, sums, timing)
         start = time.perf_counter()
         state, log = programs.run_segment(
             state, jnp.asarray(first, jnp.int32), jnp.asarray(chunk_end, jnp.int32)
@@ -212,7 +236,7 @@ def train_chunk(programs: Programs, state, config: TrainConfig, chunk: int, prob
         timing.probe_seconds.append(probe(PROBE_FRACTION * timing.segment_seconds[-1]))
         log = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(log))
         sums = log if sums is None else jax.tree.map(np.add, sums, log)
-    return state, sums, timing
+    return state, Position(chunk, chunk_end, sums, timing)
 
 
 class CompiledRun(NamedTuple):
@@ -296,24 +320,75 @@ class ChunkHistory(NamedTuple):
     eval_seconds: list[float]
 
 
-def run_chunks(run: CompiledRun, state, config: TrainConfig, num_seeds: int, progress):
+def run_chunks(
+    run: CompiledRun, state, config: TrainConfig, num_seeds: int, progress, checkpoints=None
+):
     """Train chunk by chunk, evaluating after each and reporting it to `progress`; returns the
-    final loop state and the chunks' history."""
+    final loop state and the chunks' history. With `checkpoints` (a RunCheckpoints), resume
+    from the newest checkpoint, save as it says, and stop at a segment boundary on a signal."""
     history = ChunkHistory([], [], [], [])
-    for chunk in range(config.num_evals):
-        state, log, timing = train_chunk(run.programs, state, config, chunk, run.probe)
-        evaluation, seconds = evaluate_chunk(run, state, chunk)
-        history.timings.append(timing)
-        history.logs.append(log)
-        history.evaluations.append(evaluation)
-        history.eval_seconds.append(seconds)
-        if progress is not None:
-            progress(
-                chunk + 1,
-                config.num_evals,
-                {"eval_return": float(np.mean(evaluation.returns[:num_seeds]))},
-            )
+    position = Position.start_of(0, config)
+    stop = (lambda: False) if checkpoints is None else lambda: checkpoints.signals.requested
+    with contextlib.ExitStack() as stack:
+        if checkpoints is not None:
+            stack.callback(checkpoints.close)
+            restored = checkpoints.resume(run.programs.abstract_state)
+            if restored is not None:
+                state, (history, position) = restored.state, _from_host(restored.host)
+            stack.enter_context(checkpoints.signals)
+        while position.chunk < config.num_evals:
+            start = time.perf_counter()
+            state, position = train_chunk(run.programs, state, config, position, run.probe, stop)
+            chunk = position.chunk
+            if position.first >= min((chunk + 1) * config.chunk_length, config.num_iterations):
+                evaluation, seconds = evaluate_chunk(run, state, chunk)
+                _append(history, position, evaluation, seconds)
+                position = Position.start_of(chunk + 1, config)
+                if progress is not None:
+                    progress(
+                        chunk + 1,
+                        config.num_evals,
+                        {"eval_return": float(np.mean(evaluation.returns[:num_seeds]))},
+                    )
+                if checkpoints is not None and checkpoints.due(
+                    chunk + 1, config.num_evals, time.perf_counter() - start
+                ):
+                    checkpoints.save(
+                        position.segments_done(config), state, _to_host(history, position)
+                    )
+            if checkpoints is not None:
+                checkpoints.stop_if_asked(
+                    position.segments_done(config), state, _to_host(history, position)
+                )
     return state, history
+
+
+def _append(history: ChunkHistory, position: Position, evaluation, seconds: float) -> None:
+    history.timings.append(position.timing)
+    history.logs.append(position.sums)
+    history.evaluations.append(evaluation)
+    history.eval_seconds.append(seconds)
+
+
+def _to_host(history: ChunkHistory, position: Position) -> dict:
+    """What a checkpoint keeps beside the loop state: the finished chunks and where the run is."""
+    return {"history": history._asdict(), "position": position._asdict()}
+
+
+def _from_host(host: dict) -> tuple[ChunkHistory, Position]:
+    """The inverse of `_to_host` (checkpoints return NamedTuples as dicts)."""
+    raw = host["history"]
+    logs = [SegmentLog(**log) for log in raw["logs"]]
+    history = ChunkHistory(
+        [ChunkTiming(**timing) for timing in raw["timings"]],
+        logs,
+        [Evaluation(**evaluation) for evaluation in raw["evaluations"]],
+        list(raw["eval_seconds"]),
+    )
+    position = host["position"]
+    sums = None if position["sums"] is None else SegmentLog(**position["sums"])
+    timing = ChunkTiming(**position["timing"])
+    return history, Position(position["chunk"], position["first"], sums, timing)
 
 
 def run_seeds(
@@ -328,8 +403,11 @@ def run_seeds(
     keep_state: bool = False,
     hparams: dict | None = None,
     program_key=None,
+    checkpoints=None,
 ) -> SeedResults:
     """Train seeds `seed_ids` in one compiled program; evaluate greedily after every chunk.
+    With `checkpoints` (benchmarks.checkpoints.RunCheckpoints) the run resumes from and saves
+    checkpoints of its whole state.
 
     `hparams` gives each seed (lane) its own traced hyperparameters and `program_key` lets a
     later run reuse this one's compiled programs (`compile_run`): what a sweep uses.
@@ -346,7 +424,7 @@ def run_seeds(
     )
     if progress is not None:
         progress(0, config.num_evals, {"compile_s": run.compile_seconds})
-    state, history = run_chunks(run, state, config, len(seed_ids), progress)
+    state, history = run_chunks(run, state, config, len(seed_ids), progress, checkpoints)
     final_state = _unpadded(state.agent_state, len(seed_ids)) if keep_state else None
     return seed_results(seed_ids, config, run, history, final_state)
 

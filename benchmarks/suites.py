@@ -375,8 +375,12 @@ def run_suite(
     show_progress: bool = True,
     rerun: bool = False,
     log=print,
+    checkpoint_every: int | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every cell not already finished in out_dir; then write results.json and the report.
+    A cell being trained keeps checkpoints in checkpoint_dir/CELL (default out_dir/checkpoints/;
+    `checkpoint_every` as `cell_checkpoints`), removed once the cell is written.
 
     Each finished cell is written atomically to out_dir/cells/, so a killed run resumes from the
     cells it finished and never leaves a half-written file. A finished cell is kept when its
@@ -412,7 +416,19 @@ def run_suite(
             f"[{index}/{len(suite.cells)}] {spec.name}: {num_seeds} seeds x "
             f"{spec.train_config.total_steps:,} steps"
         )
-        record = cells.run_cell(spec, seed_ids, base_seed=base_seed, show_progress=show_progress)
+        folder = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+        checkpoints = cells.cell_checkpoints(
+            spec, seed_ids, base_seed, folder / path.stem, checkpoint_every, log
+        )
+        if checkpoints is not None and rerun:
+            checkpoints.finished()  # start the cell over
+        record = cells.run_cell(
+            spec,
+            seed_ids,
+            base_seed=base_seed,
+            show_progress=show_progress,
+            checkpoints=checkpoints,
+        )
         if distributed.is_main_process():
             results_io.write_json(
                 path,
@@ -423,6 +439,8 @@ def run_suite(
                     "cell": record,
                 },
             )
+        if checkpoints is not None:
+            checkpoints.finished()
         records.append(record)
     payload = {
         "kind": "suite",

@@ -89,11 +89,7 @@ def markdown(payload: dict) -> str:
     lines = [
         f"# distbench sweep results{_suite(payload)}",
         "",
-        (
-            f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}), "
-            f"{meta.get('cpu_count')} CPU cores, commit `{meta['commit'][:12]}`, "
-            f"jax {meta['versions'].get('jax')}, created {meta['created']}."
-        ),
+        tables.machine_line(meta),
         "",
         (
             "Each configuration trained on the same tuning seeds, all in one compiled program per "

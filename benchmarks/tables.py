@@ -131,3 +131,12 @@ def _metric_names(cells: list[dict]) -> list[str]:
     from benchmarks.cell import CALIBRATION_METRICS
 
     return list(CALIBRATION_METRICS)
+
+
+def machine_line(meta: dict) -> str:
+    """Where and from what a result came: devices, cores, commit, jax, date."""
+    return (
+        f"{meta['device_count']} x {meta['device_kind']} ({meta['platform']}), "
+        f"{meta.get('cpu_count')} CPU cores, commit `{meta['commit'][:12]}`, "
+        f"jax {meta['versions'].get('jax')}, created {meta['created']}."
+    )

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from agents.base import Agent, ConfigError, EnvSpec, Transition, bind, hyperparams, require
-from agents.common import at_actions
+from agents.losses import at_actions
 
 # Throughput samples per run: with n paired samples the one-sided signed-rank test can reach
 # p = 2^-n at best, so 20 leave room for a Holm correction over a suite's many tests.

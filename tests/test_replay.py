@@ -3,7 +3,6 @@ the obs/next_obs buffer it replaced (kept here as the reference): driven by the 
 terminations and time-limit truncations, it must hold and sample the same transitions (the next
 obs of a terminated one aside: no loss reads it)."""
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -45,58 +44,13 @@ def reference_replay_init(capacity: int, example: Transition) -> ReferenceReplay
 def reference_replay_add(
     replay: ReferenceReplay, batch: Transition, written: jnp.ndarray
 ) -> ReferenceReplay:
-    """Write a batch [B, ...] of transitions after the `written` ones already stored: at slots
-    written .. written + B - 1 (mod capacity), overwriting the oldest when full.
-
-    Every seed writes in lockstep, so `written` is the global step, unbatched under vmap: the
-    write is then one dynamic update slice for all seeds, where per-seed slots would make it a
-    scatter of single rows. A batch that wraps past the buffer's end is written as two windows.
-    """
-    capacity = jax.tree.leaves(replay.storage)[0].shape[0]
-    batch_size = jax.tree.leaves(batch)[0].shape[0]
-    size = jnp.minimum(replay.size + batch_size, capacity)
-    if batch_size > capacity:  # only the newest `capacity` transitions survive
-        batch = jax.tree.map(lambda x: x[batch_size - capacity :], batch)
-        return reference_replay_add(replay, batch, written + batch_size - capacity)._replace(
-            size=size
-        )
-    position = written % capacity
-    fits = position + batch_size <= capacity  # always, when the capacity is a multiple of B
-
-    def one_window(storage):
-        return jax.tree.map(
-            lambda s, x: jax.lax.dynamic_update_slice_in_dim(s, x, position, 0), storage, batch
-        )
-
-    def two_windows(storage):
-        return jax.tree.map(
-            functools.partial(reference_write_wrapped, position=position), storage, batch
-        )
-
-    # `written` is unbatched under vmap, so this is a real branch, not both computed.
-    return ReferenceReplay(jax.lax.cond(fits, one_window, two_windows, replay.storage), size)
-
-
-def reference_write_wrapped(storage, rows, position):
-    """storage with rows written at slots position, position + 1, ... that wrap past its end:
-    the slots up to the end, then those from the start, each merged into its window."""
-    capacity, batch_size = storage.shape[0], rows.shape[0]
-    head = capacity - batch_size  # the first window: the buffer's last B slots
-    offset = position - head  # where the batch begins in it
-    wrapped = position + batch_size - capacity  # slots written from the start
-    index = jnp.arange(batch_size)
-    first = reference_write_window(storage, head, jnp.roll(rows, offset, axis=0), index >= offset)
-    rolled = jnp.roll(rows, -(batch_size - wrapped), axis=0)
-    return reference_write_window(first, 0, rolled, index < wrapped)
-
-
-def reference_write_window(storage, start, new_rows, keep_new):
-    """storage with rows [start, start + B) replaced by new_rows where keep_new [B] holds."""
-    window = jax.lax.dynamic_slice_in_dim(storage, start, new_rows.shape[0], axis=0)
-    keep_new = keep_new.reshape(keep_new.shape + (1,) * (new_rows.ndim - 1))
-    return jax.lax.dynamic_update_slice_in_dim(
-        storage, jnp.where(keep_new, new_rows, window), start, 0
-    )
+    """Write a batch [B, ...] of transitions at slots written .. written + B - 1 (mod capacity),
+    overwriting the oldest: the plain indexed write (B <= capacity, so slots are unique)."""
+    capacity = replay.storage.reward.shape[0]
+    batch_size = batch.reward.shape[0]
+    slots = (written + jnp.arange(batch_size)) % capacity
+    storage = jax.tree.map(lambda s, x: s.at[slots].set(x), replay.storage, batch)
+    return ReferenceReplay(storage, jnp.minimum(replay.size + batch_size, capacity))
 
 
 def reference_replay_sample(replay: ReferenceReplay, key: jax.Array, batch_size: int) -> Transition:

@@ -8,11 +8,8 @@ import pytest
 import agents
 from agents import c51, dqn
 from agents.base import ConfigError, EnvSpec, Transition
-from agents.common import (
-    at_actions,
-    crossings,
-    linear_epsilon,
-)
+from agents.common import crossings, linear_epsilon
+from agents.losses import at_actions
 from agents.replay import replay_add, replay_init, replay_sample
 
 SPEC = EnvSpec(observation_shape=(4,), num_actions=2, num_envs=5)
