@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ["quick", "ci", "baseline"]
+SUITES = ["quick", "ci", "baseline", "sweeps"]
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -44,5 +44,8 @@ def test_no_resume_caches_or_scratch_in_the_record():
     tracked = subprocess.run(
         ["git", "ls-files", "results"], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout.split()
-    assert not [path for path in tracked if "/cells/" in path]
+    # Resume caches: finished cells and sweeps, and checkpoints.
+    for cache in ("/cells/", "/checkpoints/"):
+        assert not [path for path in tracked if cache in path], cache
+    assert not [path for path in tracked if path.startswith("results/sweeps/sweeps/")]
     assert not [path for path in tracked if "/work/" in (ROOT / path).read_text(errors="ignore")]
