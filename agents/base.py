@@ -105,19 +105,29 @@ def hyperparams(config: Any) -> dict[str, jnp.ndarray]:
 
 def bind(config: Any, hparams: Mapping[str, Any] | None):
     """`config` with its traced fields replaced by `hparams` (traced arrays inside a program):
-    what an agent's functions compute with. None leaves the config as it is."""
+    what an agent's functions compute with. None leaves the config as it is.
+
+    A field that is zero in `config` stays a Python zero: zero switches a form off (Huber kappa
+    or delta 0: the plain loss), which the program then does not compute at all, and every seed
+    of the program has it at zero (`static_config` keeps zero and nonzero apart)."""
     if not hparams:
         return config
-    return dataclasses.replace(config, **dict(hparams))
+    return dataclasses.replace(
+        config, **{name: value for name, value in hparams.items() if getattr(config, name) != 0}
+    )
 
 
 def static_config(config: Any):
-    """`config` with its traced fields at their class defaults: configs that differ only in
-    traced values have the same static config, hence the same compiled program."""
-    defaults = {
-        f.name: f.default for f in dataclasses.fields(config) if f.name in traced_fields(config)
+    """What of `config` shapes its program: everything but the traced values, of which only
+    whether each is zero (see `bind`). Configs that differ only in traced nonzero values share
+    one static config, hence one compiled program."""
+    traced = set(traced_fields(config))
+    canonical = {
+        f.name: type(getattr(config, f.name))(getattr(config, f.name) != 0)
+        for f in dataclasses.fields(config)
+        if f.name in traced
     }
-    return dataclasses.replace(config, **defaults) if defaults else config
+    return dataclasses.replace(config, **canonical) if canonical else config
 
 
 def learning_schedule(config: Any) -> LearningSchedule:

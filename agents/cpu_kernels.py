@@ -123,33 +123,34 @@ _UNROLL = 8  # targets per iteration of the loop over targets
 
 
 def quantile_huber_loss(src, taus, target, kappa):
-    """Per-example `losses.quantile_huber_loss` [B]: src, taus [B, K], target [B, M]; kappa a
-    scalar, possibly traced. One fused loop over the M targets keeps only [B, K] accumulators of
-    the loss and its gradient (returned through a custom VJP), where autodiff of the dense form
+    """Per-example `losses.quantile_huber_loss` [B]: src, taus [B, K], target [B, M]. kappa is
+    a Python zero (the plain quantile loss: `bind` keeps a zero static) or a positive value,
+    possibly traced. One fused loop over the M targets keeps only [B, K] accumulators of the
+    loss and its gradient (returned through a custom VJP), where autodiff of the dense form
     builds and reads back several [B, K, M] arrays."""
+    plain = not isinstance(kappa, jax.Array) and float(kappa) == 0.0
     kappa = jnp.asarray(kappa, src.dtype)
-    return _quantile_huber(src, taus, jax.lax.stop_gradient(target), kappa)
+    return _quantile_huber(src, taus, jax.lax.stop_gradient(target), kappa, plain)
 
 
-def _pairwise(src, taus, target, kappa):
-    """The loss [B] and its gradient wrt src [B, K], accumulated target by target. kappa = 0
-    (the plain quantile loss) is selected elementwise, not branched on, so kappa may be traced:
-    with kappa = 0 the Huber terms are exactly zero and the absolute-error terms are added."""
+def _pairwise(src, taus, target, kappa, plain: bool):
+    """The loss [B] and its gradient wrt src [B, K], accumulated target by target."""
     num_targets = target.shape[-1]
-    plain = (kappa == 0.0).astype(src.dtype)  # 1: |delta|, 0: Huber
 
     def accumulate(j, carry):
         loss, gradient = carry
         delta = jax.lax.dynamic_slice_in_dim(target, j, 1, axis=-1) - src  # [B, K]
         below = delta < 0.0
         weight = jnp.where(below, 1.0 - taus, taus)
-        abs_delta = jnp.abs(delta)
-        quadratic = jnp.minimum(abs_delta, kappa)
-        huber = 0.5 * quadratic * quadratic + kappa * (abs_delta - quadratic)
-        loss = loss + weight * (huber + plain * abs_delta)
-        # d|t - s|/ds with jnp.abs's derivative at 0 (+1 there), as autodiff gives.
-        abs_gradient = jnp.where(below, 1.0 - taus, -taus)
-        gradient = gradient - weight * jnp.clip(delta, -kappa, kappa) + plain * abs_gradient
+        if plain:
+            loss = loss + weight * jnp.abs(delta)
+            # d|t - s|/ds with jnp.abs's derivative at 0 (+1 there), as autodiff gives.
+            gradient = gradient + jnp.where(below, 1.0 - taus, -taus)
+        else:
+            abs_delta = jnp.abs(delta)
+            quadratic = jnp.minimum(abs_delta, kappa)
+            loss = loss + weight * (0.5 * quadratic * quadratic + kappa * (abs_delta - quadratic))
+            gradient = gradient - weight * jnp.clip(delta, -kappa, kappa)
         return loss, gradient
 
     zeros = jnp.zeros(src.shape, src.dtype)
@@ -159,21 +160,21 @@ def _pairwise(src, taus, target, kappa):
     return jnp.sum(loss, axis=-1) / num_targets, gradient / num_targets
 
 
-def _quantile_huber(src, taus, target, kappa):
-    return _pairwise(src, taus, target, kappa)[0]
+def _quantile_huber(src, taus, target, kappa, plain):
+    return _pairwise(src, taus, target, kappa, plain)[0]
 
 
-def _quantile_huber_fwd(src, taus, target, kappa):
-    loss, gradient = _pairwise(src, taus, target, kappa)
+def _quantile_huber_fwd(src, taus, target, kappa, plain):
+    loss, gradient = _pairwise(src, taus, target, kappa, plain)
     return loss, (gradient, kappa)
 
 
-def _quantile_huber_bwd(residuals, cotangent):
+def _quantile_huber_bwd(plain, residuals, cotangent):
     gradient, kappa = residuals
     return cotangent[..., None] * gradient, None, None, jnp.zeros_like(kappa)
 
 
-_quantile_huber = jax.custom_vjp(_quantile_huber)
+_quantile_huber = jax.custom_vjp(_quantile_huber, nondiff_argnums=(4,))
 _quantile_huber.defvjp(_quantile_huber_fwd, _quantile_huber_bwd)
 
 

@@ -36,11 +36,12 @@ class QNetwork(nn.Module):
 
 def td_loss(config: Config, q_tm1, a_tm1, r_t, discount_t, q_t) -> jnp.ndarray:
     """Mean over the batch of the (Huber or squared) Q-learning TD error; inputs [B, A] / [B].
-    huber_delta may be traced: the two forms are selected, not branched on."""
+    huber_delta is a Python zero (squared error: `bind` keeps a zero static) or a positive
+    value, possibly traced."""
     td = jax.vmap(losses.q_learning)(q_tm1, a_tm1, r_t, config.gamma * discount_t, q_t)
-    delta = jnp.asarray(config.huber_delta, td.dtype)
-    huber = rlax.huber_loss(td, jnp.where(delta > 0, delta, 1.0))
-    return jnp.mean(jnp.where(delta > 0, huber, jnp.square(td)))
+    if not isinstance(config.huber_delta, jax.Array) and config.huber_delta == 0:
+        return jnp.mean(jnp.square(td))
+    return jnp.mean(rlax.huber_loss(td, config.huber_delta))
 
 
 def make(config: Config) -> Agent:

@@ -121,6 +121,11 @@ def lane_hparams(defaults: dict, hparams: dict | None, num_lanes: int) -> dict[s
         value = np.asarray(hparams.get(name, np.repeat(np.asarray(default), num_lanes)))
         if value.shape != (num_lanes,):
             raise ValueError(f"{name} has shape {value.shape}; expected ({num_lanes},)")
+        # Zero switches a form off, fixed in the program (agents.base.bind): lanes must agree.
+        if np.any((value == 0) != (np.asarray(default) == 0)):
+            raise ValueError(
+                f"{name}: lanes that are zero and lanes that are not need two programs"
+            )
         out[name] = value.astype(np.asarray(default).dtype)
     return out
 

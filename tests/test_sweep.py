@@ -22,7 +22,7 @@ SMALL = {
     "train_every": 4,
 }
 TRAIN = {"total_steps": 1_200, "num_envs": 4, "num_evals": 2, "eval_episodes": 4}
-GRID = {"huber_kappa": ["0", "10"], "learning_rate": ["1e-3", "3e-4"], "target_period": ["40"]}
+GRID = {"huber_kappa": ["1", "10"], "learning_rate": ["1e-3", "3e-4"], "target_period": ["40"]}
 
 
 def small_sweep(grid=GRID, seeds=2, eval_seeds=2, **kwargs):
@@ -128,10 +128,13 @@ def test_the_winner_is_retrained_on_fresh_seeds(swept):
     )
 
 
-def test_shape_fields_form_separate_programs():
-    spec = small_sweep({"hidden_sizes": ["8", "16"], "huber_kappa": ["0", "1"]})
-    groups = sweeps.programs(spec)
-    assert [g.indices for g in groups] == [(0, 1), (2, 3)]
+def test_shape_fields_and_zero_switches_form_separate_programs():
+    spec = small_sweep({"hidden_sizes": ["8", "16"], "huber_kappa": ["1", "2"]})
+    assert [g.indices for g in sweeps.programs(spec)] == [(0, 1), (2, 3)]
+    # kappa 0 is the plain quantile loss, a form of its own: the program does not compute it
+    # where kappa > 0, so zero and nonzero values compile apart.
+    spec = small_sweep({"huber_kappa": ["0", "1", "2"]})
+    assert [g.indices for g in sweeps.programs(spec)] == [(0,), (1, 2)]
 
 
 def test_random_search_is_reproducible_and_respects_types():
