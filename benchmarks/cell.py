@@ -236,7 +236,7 @@ def cell_checkpoints(spec: CellSpec, seed_ids, base_seed: int, directory, every:
     None: decided by the run's length, 0: none), fingerprinted by everything its numbers
     depend on: the cell, its seeds, the seed block and the code's commit. None for a
     multi-process run, whose processes' states are process-local (not checkpointed yet)."""
-    if every == 0 or jax.process_count() > 1:
+    if every == 0:
         return None
     from benchmarks.checkpoints import RunCheckpoints
     from benchmarks.results import git_commit
@@ -248,6 +248,7 @@ def cell_checkpoints(spec: CellSpec, seed_ids, base_seed: int, directory, every:
         "base_seed": base_seed,
         "seed_block": block_size(spec.train_config.seed_block),
         "commit": git_commit(),
+        "processes": jax.process_count(),
     }
     return RunCheckpoints(directory, fingerprint, every, log=log)
 

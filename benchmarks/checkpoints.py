@@ -13,16 +13,17 @@ is complete or invisible:
 `latest` skips a checkpoint that fails to restore or verify (with a one-line warning) for the
 one before it, and refuses one written by a differently configured run (`CheckpointMismatch`).
 
-Single process only. distbench's processes each train their own seeds on their own local
-devices, so their arrays are process-local; orbax (0.12) refuses to write a process-local
-jax.Array when jax.process_count() > 1 and writes numpy arrays only from process 0, so a
-multi-process run would need its state as global arrays over every process's devices.
+`CheckpointStore` serves a single process. distbench's processes each train their own seeds
+on their own local devices, so in a multi-process run their arrays are process-local; orbax
+(0.12) refuses to write a process-local jax.Array when jax.process_count() > 1 and writes numpy
+arrays only from process 0. `ProcessStore` therefore writes each process's share itself.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import math
 import shutil
 import signal
@@ -415,6 +416,83 @@ class CheckpointStore:
         self.close()
 
 
+# --- multi-process runs -------------------------------------------------------------------------
+
+
+class ProcessStore:
+    """One process's share of a multi-process run's checkpoints, as CheckpointStore's API.
+
+    Each process's seeds live only on its own devices, and orbax 0.12 writes no process-local
+    array in a multi-process run, so each process writes its arrays itself, with numpy, into
+    DIR/process_I/STEP: a temporary folder renamed into place when complete, with the same
+    checksums and fingerprint as CheckpointStore. The processes resume from the newest step
+    every one of them has."""
+
+    def __init__(self, directory, *, keep: int = 2, log=None):
+        self.directory = Path(directory).absolute() / f"process_{jax.process_index()}"
+        self.keep = keep
+        self.log = log or _warn_to_stderr
+
+    def steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+
+    def save(self, step: int, state, host: dict, fingerprint: dict) -> None:
+        meta = {
+            "format": FORMAT_VERSION,
+            "fingerprint": encode_host(fingerprint, "fingerprint"),
+            "host": encode_host(host),
+            "leaves": _leaf_specs(state),
+            "checksums": checksums(state),
+        }
+        leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(state)]
+        temporary = self.directory / f"{step}{TEMPORARY_SUFFIX}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        np.savez(temporary / "state.npz", *leaves)
+        (temporary / "meta.json").write_text(json.dumps(meta))
+        for stale in self.steps():
+            if stale >= step:
+                shutil.rmtree(self.directory / str(stale))
+        temporary.rename(self.directory / str(step))
+        for old in self.steps()[: -self.keep]:
+            shutil.rmtree(self.directory / str(old), ignore_errors=True)
+
+    def latest(self, abstract_state, fingerprint: dict) -> Restored | None:
+        from jax.experimental import multihost_utils
+
+        own = self.steps()
+        newest = np.asarray(own[-1] if own else -1)
+        common = int(np.min(multihost_utils.process_allgather(newest)))
+        if common < 0 or common not in own:
+            return None
+        folder = self.directory / str(common)
+        meta = json.loads((folder / "meta.json").read_text())
+        difference = first_difference(meta["fingerprint"], encode_host(fingerprint, "fp"))
+        if difference is not None:
+            field, saved, now = difference
+            raise CheckpointMismatch(
+                f"checkpoint in {self.directory} was made with {field}={saved}, this run "
+                f"has {now}; use --rerun to start over"
+            )
+        with np.load(folder / "state.npz") as arrays:
+            values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        targets, treedef = jax.tree.flatten(abstract_state)
+        state = jax.tree.unflatten(
+            treedef, [jax.device_put(v, t.sharding) for v, t in zip(values, targets, strict=True)]
+        )
+        if checksums(state) != meta["checksums"]:
+            raise CheckpointMismatch(f"checkpoint {common} in {self.directory} fails its checksums")
+        return Restored(common, state, decode_host(meta["host"]))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        pass
+
+
 # --- a run's checkpoints: when to save, resuming, stopping on a signal ----------------------------
 
 # A run estimated to take longer than this (from its first chunk) is checkpointed by default.
@@ -472,13 +550,15 @@ class RunCheckpoints:
 
     def _open(self) -> CheckpointStore:
         if self.store is None:
-            self.store = CheckpointStore(self.directory, log=self.log)
+            store = CheckpointStore if jax.process_count() == 1 else ProcessStore
+            self.store = store(self.directory, log=self.log)
         return self.store
 
     def resume(self, abstract_state):
         """(step, state, host) of the newest usable checkpoint, or None (no directory yet, or
         none usable). CheckpointMismatch when it is another run's."""
-        if not self.directory.exists():
+        # Every process of a multi-process run takes part (they agree on a step together).
+        if not self.directory.exists() and jax.process_count() == 1:
             return None
         restored = self._open().latest(abstract_state, self.fingerprint)
         if restored is not None:

@@ -51,14 +51,19 @@ def local_share(seed_ids) -> list[int]:
 
 
 def _allgather_rows(local: np.ndarray, counts: list[int]) -> np.ndarray:
-    """Concatenate every process's [n_p, ...] array in process order (padded to one shape)."""
+    """Concatenate every process's [n_p, ...] array in process order (padded to one shape).
+
+    Rows travel as their bytes: JAX without x64 would carry float64 curves and int64 ids as
+    32-bit values, and the gathered result must equal a single process's bit for bit."""
     from jax.experimental import multihost_utils
 
-    local = np.asarray(local)
-    padded = np.zeros((max(counts), *local.shape[1:]), local.dtype)
-    padded[: local.shape[0]] = local
-    gathered = np.asarray(multihost_utils.process_allgather(padded))  # [P, max, ...]
-    return np.concatenate([gathered[p, :n] for p, n in enumerate(counts)], axis=0)
+    local = np.ascontiguousarray(local)
+    raw = local.reshape(local.shape[0], -1).view(np.uint8)  # [n_p, bytes per row]
+    padded = np.zeros((max(counts), raw.shape[1]), np.uint8)
+    padded[: raw.shape[0]] = raw
+    gathered = np.asarray(multihost_utils.process_allgather(padded))  # [P, max, bytes]
+    rows = np.concatenate([gathered[p, :n] for p, n in enumerate(counts)], axis=0)
+    return np.ascontiguousarray(rows).view(local.dtype).reshape(-1, *local.shape[1:])
 
 
 def gather(local: SeedResults) -> SeedResults:
