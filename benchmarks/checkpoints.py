@@ -249,6 +249,26 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first[:200]}"
 
 
+def _meta(state, host: dict, fingerprint: dict) -> dict:
+    """What a checkpoint keeps beside the arrays: the run's fingerprint, the host history, and
+    each array's shape, dtype and checksum."""
+    return {
+        "format": FORMAT_VERSION,
+        "fingerprint": encode_host(fingerprint, "fingerprint"),
+        "host": encode_host(host),
+        "leaves": _leaf_specs(state),
+        "checksums": checksums(state),
+    }
+
+
+def _mismatch(directory: Path, difference: tuple) -> CheckpointMismatch:
+    field, saved, now = difference
+    return CheckpointMismatch(
+        f"checkpoint in {directory} was made with {field}={saved}, this run has {now}; use "
+        "--rerun to start over"
+    )
+
+
 class _Unusable(Exception):
     """A checkpoint that cannot be resumed from (unreadable or failing its checksums)."""
 
@@ -297,13 +317,7 @@ class CheckpointStore:
         `encode_host` for what it may hold) and the run's `fingerprint` as `step`. Any
         checkpoint at `step` or later is deleted first: it belongs to the run this one resumed
         past, and would otherwise shadow this one."""
-        meta = {
-            "format": FORMAT_VERSION,
-            "fingerprint": encode_host(fingerprint, "fingerprint"),
-            "host": encode_host(host),
-            "leaves": _leaf_specs(state),
-            "checksums": checksums(state),
-        }
+        meta = _meta(state, host, fingerprint)
         for stale in self.steps():
             if stale >= step:
                 self._manager.delete(stale)
@@ -373,11 +387,7 @@ class CheckpointStore:
                 {f"state{name}": spec for name, spec in wanted.items()},
             )
         if difference is not None:
-            field, saved, now = difference
-            raise CheckpointMismatch(
-                f"checkpoint in {self.directory} was made with {field}={saved}, this run "
-                f"has {now}; use --rerun to start over"
-            )
+            raise _mismatch(self.directory, difference)
 
     def _read_state(self, step: int, abstract_state, meta: dict):
         try:
@@ -439,13 +449,7 @@ class ProcessStore:
         return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
 
     def save(self, step: int, state, host: dict, fingerprint: dict) -> None:
-        meta = {
-            "format": FORMAT_VERSION,
-            "fingerprint": encode_host(fingerprint, "fingerprint"),
-            "host": encode_host(host),
-            "leaves": _leaf_specs(state),
-            "checksums": checksums(state),
-        }
+        meta = _meta(state, host, fingerprint)
         leaves = [np.asarray(jax.device_get(leaf)) for leaf in jax.tree.leaves(state)]
         temporary = self.directory / f"{step}{TEMPORARY_SUFFIX}"
         shutil.rmtree(temporary, ignore_errors=True)
@@ -469,13 +473,9 @@ class ProcessStore:
             return None
         folder = self.directory / str(common)
         meta = json.loads((folder / "meta.json").read_text())
-        difference = first_difference(meta["fingerprint"], encode_host(fingerprint, "fp"))
+        difference = first_difference(meta["fingerprint"], encode_host(fingerprint, "fingerprint"))
         if difference is not None:
-            field, saved, now = difference
-            raise CheckpointMismatch(
-                f"checkpoint in {self.directory} was made with {field}={saved}, this run "
-                f"has {now}; use --rerun to start over"
-            )
+            raise _mismatch(self.directory, difference)
         with np.load(folder / "state.npz") as arrays:
             values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
         targets, treedef = jax.tree.flatten(abstract_state)
