@@ -42,8 +42,8 @@ FORMAT_VERSION = 1
 STATE_ITEM = "state"
 META_ITEM = "meta"
 MULTI_PROCESS_UNSUPPORTED = (
-    "checkpoints are not supported in a multi-process run yet: orbax writes only global "
-    "arrays there, and each process's loop state is its own"
+    "CheckpointStore serves one process: orbax writes only global arrays in a multi-process "
+    "run, and each process's loop state is its own (ProcessStore writes those)"
 )
 # How orbax names a step directory while it is being written (renamed away once complete).
 TEMPORARY_SUFFIX = ".orbax-checkpoint-tmp"
@@ -273,6 +273,41 @@ class _Unusable(Exception):
     """A checkpoint that cannot be resumed from (unreadable or failing its checksums)."""
 
 
+def _checked_meta(meta) -> dict:
+    """`meta` if it is a complete checkpoint metadata dict this code reads; else _Unusable."""
+    expected = {"format", "fingerprint", "host", "leaves", "checksums"}
+    if not isinstance(meta, dict) or not expected <= set(meta):
+        raise _Unusable("metadata: incomplete")
+    if meta["format"] != FORMAT_VERSION:
+        raise _Unusable(f"format {meta['format']}, this code reads {FORMAT_VERSION}")
+    return meta
+
+
+def _check_compatible(directory: Path, meta: dict, current_fingerprint, abstract_state) -> None:
+    """Raise CheckpointMismatch unless the checkpoint was made by this configuration, with a
+    state of the same leaves, shapes and dtypes as `abstract_state`."""
+    difference = first_difference(meta["fingerprint"], current_fingerprint)
+    if difference is None:
+        leaves, wanted = meta["leaves"], _leaf_specs(abstract_state)
+        difference = first_difference(
+            {f"state{name}": spec for name, spec in leaves.items()},
+            {f"state{name}": spec for name, spec in wanted.items()},
+        )
+    if difference is not None:
+        raise _mismatch(directory, difference)
+
+
+def _verify_checksums(state, meta: dict) -> None:
+    found = checksums(state)
+    for name, expected in meta["checksums"].items():
+        if found.get(name) != expected:
+            raise _Unusable(f"state: checksum of {name} differs from the one saved")
+
+
+def _skip_warning(directory: Path, step: int, error: _Unusable) -> str:
+    return f"warning: checkpoint {step} in {directory} is unusable ({error}); trying the one before"
+
+
 class CheckpointStore:
     """The checkpoints of one run in `directory`, the newest `keep` of them kept.
 
@@ -346,7 +381,7 @@ class CheckpointStore:
             except _Unusable as error:
                 self._skip(step, error)
                 continue
-            self._check_compatible(meta, current, abstract_state)
+            _check_compatible(self.directory, meta, current, abstract_state)
             try:
                 state = self._read_state(step, abstract_state, meta)
             except _Unusable as error:
@@ -356,10 +391,7 @@ class CheckpointStore:
         return None
 
     def _skip(self, step: int, error: _Unusable) -> None:
-        self.log(
-            f"warning: checkpoint {step} in {self.directory} is unusable ({error}); "
-            "trying the one before"
-        )
+        self.log(_skip_warning(self.directory, step, error))
 
     def _read_meta(self, step: int) -> dict:
         try:
@@ -369,25 +401,7 @@ class CheckpointStore:
             meta = restored[META_ITEM]
         except Exception as error:  # orbax and tensorstore raise many kinds
             raise _Unusable(f"metadata: {_one_line(error)}") from error
-        expected = {"format", "fingerprint", "host", "leaves", "checksums"}
-        if not isinstance(meta, dict) or not expected <= set(meta):
-            raise _Unusable("metadata: incomplete")
-        if meta["format"] != FORMAT_VERSION:
-            raise _Unusable(f"format {meta['format']}, this code reads {FORMAT_VERSION}")
-        return meta
-
-    def _check_compatible(self, meta: dict, current_fingerprint, abstract_state) -> None:
-        """Raise CheckpointMismatch unless the checkpoint was made by this configuration, with
-        a state of the same leaves, shapes and dtypes as `abstract_state`."""
-        difference = first_difference(meta["fingerprint"], current_fingerprint)
-        if difference is None:
-            leaves, wanted = meta["leaves"], _leaf_specs(abstract_state)
-            difference = first_difference(
-                {f"state{name}": spec for name, spec in leaves.items()},
-                {f"state{name}": spec for name, spec in wanted.items()},
-            )
-        if difference is not None:
-            raise _mismatch(self.directory, difference)
+        return _checked_meta(meta)
 
     def _read_state(self, step: int, abstract_state, meta: dict):
         try:
@@ -396,12 +410,9 @@ class CheckpointStore:
                 args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}),
             )
             state = restored[STATE_ITEM]
-            found = checksums(state)
         except Exception as error:  # orbax and tensorstore raise many kinds
             raise _Unusable(f"state: {_one_line(error)}") from error
-        for name, expected in meta["checksums"].items():
-            if found.get(name) != expected:
-                raise _Unusable(f"state: checksum of {name} differs from the one saved")
+        _verify_checksums(state, meta)
         return state
 
     def clear(self) -> None:
@@ -427,6 +438,30 @@ class CheckpointStore:
 
 
 # --- multi-process runs -------------------------------------------------------------------------
+
+
+# A process offers its newest steps (it keeps fewer) when the processes agree where to resume.
+STEPS_OFFERED = 8
+_RESTORED, _UNUSABLE, _MISMATCH = 0, 1, 2
+
+
+def newest_common_step(step_lists: np.ndarray) -> int | None:
+    """The newest step in every row of `step_lists` [processes, n] (-1 pads a row); None when
+    the processes have no step in common."""
+    common = set.intersection(*({int(s) for s in row if s >= 0} for row in step_lists))
+    return max(common) if common else None
+
+
+def _padded_steps(steps: list[int]) -> np.ndarray:
+    newest = steps[-STEPS_OFFERED:]
+    return np.asarray(newest + [-1] * (STEPS_OFFERED - len(newest)), np.int32)
+
+
+def _allgather(value: np.ndarray) -> np.ndarray:
+    """`value` of every process, stacked on a leading process axis."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(value)).reshape(-1, *value.shape)
 
 
 class ProcessStore:
@@ -464,27 +499,56 @@ class ProcessStore:
             shutil.rmtree(self.directory / str(old), ignore_errors=True)
 
     def latest(self, abstract_state, fingerprint: dict) -> Restored | None:
-        from jax.experimental import multihost_utils
+        """The newest step that every process has and every process restores and verifies;
+        None when there is none. Every process reaches the same answer: the step lists and
+        each try's outcome are all-gathered, and an unusable share (warned of by its process)
+        sends all of them to the step before. Raises CheckpointMismatch in every process when
+        any process's share comes from a differently configured run."""
+        current = encode_host(fingerprint, "fingerprint")
+        unusable: set[int] = set()
+        while True:
+            offered = [step for step in self.steps() if step not in unusable]
+            step = newest_common_step(_allgather(_padded_steps(offered)))
+            if step is None:
+                return None
+            restored, outcome = None, _RESTORED
+            try:
+                restored = self._read(step, abstract_state, current)
+            except _Unusable as error:
+                self.log(_skip_warning(self.directory, step, error))
+                outcome = _UNUSABLE
+            except CheckpointMismatch as error:
+                mismatch, outcome = error, _MISMATCH
+            outcomes = _allgather(np.asarray(outcome, np.int32))
+            if outcome == _MISMATCH:
+                raise mismatch
+            if np.any(outcomes == _MISMATCH):
+                raise CheckpointMismatch(
+                    f"checkpoint {step} of another process in {self.directory.parent} was made "
+                    "by a differently configured run; use --rerun to start over"
+                )
+            if np.all(outcomes == _RESTORED):
+                return restored
+            unusable.add(step)
 
-        own = self.steps()
-        newest = np.asarray(own[-1] if own else -1)
-        common = int(np.min(multihost_utils.process_allgather(newest)))
-        if common < 0 or common not in own:
-            return None
-        folder = self.directory / str(common)
-        meta = json.loads((folder / "meta.json").read_text())
-        difference = first_difference(meta["fingerprint"], encode_host(fingerprint, "fingerprint"))
-        if difference is not None:
-            raise _mismatch(self.directory, difference)
-        with np.load(folder / "state.npz") as arrays:
-            values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    def _read(self, step: int, abstract_state, current_fingerprint) -> Restored:
+        folder = self.directory / str(step)
+        try:
+            meta = _checked_meta(json.loads((folder / "meta.json").read_text()))
+        except (OSError, ValueError) as error:
+            raise _Unusable(f"metadata: {_one_line(error)}") from error
+        _check_compatible(self.directory, meta, current_fingerprint, abstract_state)
         targets, treedef = jax.tree.flatten(abstract_state)
+        try:
+            with np.load(folder / "state.npz") as arrays:
+                values = [arrays[f"arr_{i}"] for i in range(len(targets))]
+        except Exception as error:  # numpy and zipfile raise many kinds
+            raise _Unusable(f"state: {_one_line(error)}") from error
         state = jax.tree.unflatten(
             treedef, [jax.device_put(v, t.sharding) for v, t in zip(values, targets, strict=True)]
         )
-        if checksums(state) != meta["checksums"]:
-            raise CheckpointMismatch(f"checkpoint {common} in {self.directory} fails its checksums")
-        return Restored(common, state, decode_host(meta["host"]))
+        _verify_checksums(state, meta)
+        return Restored(step, state, decode_host(meta["host"]))
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

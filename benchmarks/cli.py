@@ -32,18 +32,18 @@ def _jaxlib_knows(flag: str) -> bool:
     return False
 
 
-def _set_xla_flags() -> None:
-    """XLA flags for these programs, unless XLA_FLAGS already sets them (see docs/design.md).
+def xla_flags(flags: str) -> str:
+    """XLA_FLAGS with distbench's CPU settings added where `flags` does not set them (see
+    docs/design.md).
 
     * One host device per core: XLA runs these small vmapped programs on about one core per
       device, so on the CPU the seed axis is split over the cores.
     * No YNNPACK reduce fusions on the CPU: XLA hands reductions to YNNPACK, which is slow on
       the short minor axes these agents reduce over (11 expectiles, 51 atoms); the figures
-      are in docs/performance.md.
+      are in docs/performance.md. It also rounds reductions in another order, so a result's
+      bits depend on this flag: results record the XLA_FLAGS they ran with.
       Set `--xla_cpu_experimental_ynn_fusion_type=+reduce` in XLA_FLAGS to keep XLA's default.
-    Must happen before jax initialises its backends.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         cpu_devices = os.environ.get("DISTBENCH_CPU_DEVICES", str(os.cpu_count() or 1))
         if not cpu_devices.strip().isdigit() or int(cpu_devices) < 1:
@@ -54,7 +54,21 @@ def _set_xla_flags() -> None:
     ynn = "xla_cpu_experimental_ynn_fusion_type"
     if ynn not in flags and _jaxlib_knows(ynn):
         flags += f" --{ynn}=-reduce"
-    os.environ["XLA_FLAGS"] = flags.strip()
+    return flags.strip()
+
+
+def _jax_backends_started() -> bool:
+    """Whether this process's XLA backends have started (and so have read XLA_FLAGS)."""
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bridge is not None and bridge.backends_are_initialized()
+
+
+def _set_xla_flags() -> None:
+    """Set distbench's XLA flags before jax starts its backends. Where they have started (a
+    caller that used jax before calling `main`), XLA_FLAGS is left as XLA read it, so the
+    flags a result records are the ones it ran with."""
+    if not _jax_backends_started():
+        os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 
 EXIT_USAGE = 2

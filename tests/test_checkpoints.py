@@ -29,9 +29,11 @@ from benchmarks.checkpoints import (
     TEMPORARY_SUFFIX,
     CheckpointMismatch,
     CheckpointStore,
+    ProcessStore,
     abstract_like,
     checksums,
     estimate_bytes,
+    newest_common_step,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,3 +373,75 @@ def test_checksums_do_not_depend_on_the_sharding(state):
     assert checksums(on_one_device) == checksums(state)
     changed = checksums(state._replace(obs=state.obs.at[0, 0, 0].add(1.0)))
     assert [name for name, value in changed.items() if value != checksums(state)[name]] == [".obs"]
+
+
+# --- the multi-process store, in one process (tests/test_distributed.py runs two) -------------
+
+
+def test_processes_resume_from_the_newest_step_all_of_them_have():
+    def lists(*rows):
+        return np.asarray([row + [-1] * (4 - len(row)) for row in rows])
+
+    assert newest_common_step(lists([1, 2], [2, 3])) == 2
+    assert newest_common_step(lists([3, 4], [1, 2, 3, 4])) == 4
+    # A process far ahead has pruned every step the other has: all start over together.
+    assert newest_common_step(lists([4, 5], [2, 3])) is None
+    assert newest_common_step(lists([], [1])) is None
+    assert newest_common_step(lists([7])) == 7
+
+
+def process_state(step: int):
+    """Sharded arrays as the training loop holds them (raw uint32 keys), different per step."""
+    state = small_state(step)
+    del state["typed_key"]
+    state["big"] = jax.random.normal(jax.random.key(step), (4, 4096))
+    return jax.device_put(state, runner._mesh_sharding())
+
+
+def test_process_store_round_trip_prunes_and_refuses_another_configuration(tmp_path):
+    store = ProcessStore(tmp_path / "ckpt", keep=2)
+    for step in (1, 2, 3):
+        store.save(step, process_state(step), {**HOST, "step": step}, FINGERPRINT)
+    assert store.steps() == [2, 3] and store.directory.name == "process_0"
+    target = abstract_like(process_state(0))
+    restored = store.latest(target, FINGERPRINT)
+    assert restored.step == 3
+    assert_bit_identical(process_state(3), restored.state)
+    assert_host_identical({**HOST, "step": 3}, restored.host)
+    for leaf, wanted in zip(jax.tree.leaves(restored.state), jax.tree.leaves(target)):
+        assert leaf.sharding == wanted.sharding
+    other = {**FINGERPRINT, "train_config": {"total_steps": 80, "num_envs": 2}}
+    with pytest.raises(CheckpointMismatch, match="train_config.total_steps=40, this run has 80"):
+        store.latest(target, other)
+
+
+def _flip_npz_bytes(step_dir: Path) -> None:
+    path = step_dir / "state.npz"
+    data = bytearray(path.read_bytes())
+    for offset in range(len(data) // 2, len(data) // 2 + 16):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _garble_process_metadata(step_dir: Path) -> None:
+    (step_dir / "meta.json").write_text('{"format": 1, "fingerp')
+
+
+@pytest.mark.parametrize(
+    "corrupt, caught_by",
+    [
+        (_flip_npz_bytes, "state:"),
+        (lambda step_dir: (step_dir / "state.npz").unlink(), "state:"),
+        (_garble_process_metadata, "metadata:"),
+    ],
+)
+def test_process_store_skips_a_corrupt_newest_step(corrupt, caught_by, tmp_path):
+    warnings = []
+    store = ProcessStore(tmp_path / "ckpt", keep=3, log=warnings.append)
+    for step in (1, 2):
+        store.save(step, process_state(step), {"step": step}, FINGERPRINT)
+    corrupt(store.directory / "2")
+    restored = store.latest(abstract_like(process_state(0)), FINGERPRINT)
+    assert restored.step == 1 and restored.host == {"step": 1}
+    assert_bit_identical(process_state(1), restored.state)
+    assert len(warnings) == 1 and "checkpoint 2" in warnings[0] and caught_by in warnings[0]

@@ -135,25 +135,36 @@ def test_xla_flags_added_only_where_unset_and_known(monkeypatch):
 
     assert cli._jaxlib_knows("xla_force_host_platform_device_count")
     assert not cli._jaxlib_knows("xla_flag_that_no_jaxlib_defines_" + "x" * 8)
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
     monkeypatch.setenv("DISTBENCH_CPU_DEVICES", "5")
     monkeypatch.setattr(cli, "_jaxlib_knows", lambda flag: True)
-    cli._set_xla_flags()
-    assert cli.os.environ["XLA_FLAGS"].split() == [
+    assert cli.xla_flags("--xla_force_host_platform_device_count=3").split() == [
         "--xla_force_host_platform_device_count=3",
         "--xla_cpu_experimental_ynn_fusion_type=-reduce",
     ]
     # A user's own setting wins; an XLA without the flag never sees it (it would abort).
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=+reduce")
-    cli._set_xla_flags()
-    assert cli.os.environ["XLA_FLAGS"].split() == [
+    assert cli.xla_flags("--xla_cpu_experimental_ynn_fusion_type=+reduce").split() == [
         "--xla_cpu_experimental_ynn_fusion_type=+reduce",
         "--xla_force_host_platform_device_count=5",
     ]
     monkeypatch.setattr(cli, "_jaxlib_knows", lambda flag: False)
-    monkeypatch.setenv("XLA_FLAGS", "")
+    assert cli.xla_flags("") == "--xla_force_host_platform_device_count=5"
+
+
+def test_xla_flags_are_left_as_xla_read_them_once_its_backends_started(monkeypatch):
+    """A caller that started jax before `main` keeps the flags XLA read, so the flags a
+    result records are those it ran with (the test process's own backends have started)."""
+    import jax
+
+    from benchmarks import cli
+
+    jax.devices()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     cli._set_xla_flags()
-    assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
+    assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    monkeypatch.setattr(cli, "_jax_backends_started", lambda: False)
+    monkeypatch.setattr(cli, "_jaxlib_knows", lambda flag: True)
+    cli._set_xla_flags()
+    assert "ynn_fusion_type=-reduce" in cli.os.environ["XLA_FLAGS"]
 
 
 def test_the_cli_knows_every_agent_and_suite_without_jax():
