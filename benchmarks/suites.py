@@ -102,11 +102,15 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
     """Parse and validate a suite by name (benchmarks/suites/NAME.toml) or by path."""
     suite_file = _read(_suite_path(name_or_path))
     kind, suite_seeds = _check_top_level(suite_file, seeds)
-    cells, cell_seeds = [], []
+    cells, cell_seeds, options = [], [], {}
     if kind in ("train", "sweep"):
+        if "options" in suite_file.data:
+            suite_file.fail("options", f'[options] is for kind = "dopamine"; this suite is {kind}')
         cells, cell_seeds = _train_cells(
             suite_file, _suite_wide(suite_file, suite_seeds, seeds, steps)
         )
+    else:
+        options = _dopamine_options(suite_file, seeds, steps)
     sweep = _sweep_table(suite_file, cells) if kind == "sweep" else {}
     return Suite(
         suite_file.path.stem,
@@ -115,10 +119,44 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
         suite_seeds,
         tuple(cells),
         tuple(cell_seeds),
-        suite_file.data.get("options", {}),
+        options,
         suite_file.text,
         sweep,
     )
+
+
+# Keys of a train or sweep suite that a dopamine study has no use for.
+_TRAIN_ONLY_KEYS = ("seeds", "agents", "envs", "agent", "train", "sweep")
+
+
+def _dopamine_options(suite_file: _SuiteFile, seeds: int | None, steps: int | None) -> dict:
+    """A dopamine suite's [options], validated (StudyOptions), as keywords for the study.
+
+    The study has animals, not seeds, and trials, not steps: --seeds, --steps and the train
+    suites' keys are refused rather than ignored."""
+    from benchmarks.dopamine.experiment import study_options
+
+    for flag, value in (("--seeds", seeds), ("--steps", steps)):
+        if value is not None:
+            raise ConfigError(
+                f"{flag}={value}: a dopamine suite has no {flag[2:]}; set num_animals or "
+                f"num_trials in its [options] table"
+            )
+    for key in _TRAIN_ONLY_KEYS:
+        if key in suite_file.data:
+            suite_file.fail(
+                key,
+                f"{key!r} is not a dopamine suite key (valid: name, description, kind, options; "
+                "the animals are [options] num_animals)",
+            )
+    options = suite_file.data.get("options", {})
+    if not isinstance(options, dict):
+        suite_file.fail("options", "options must be a table of dopamine study settings")
+    try:
+        return dataclasses.asdict(study_options(options))
+    except ConfigError as err:
+        named = [key for key in options if re.search(rf"\b{re.escape(key)}\b", str(err))]
+        suite_file.fail(named[0] if named else "options", str(err), section="[options]")
 
 
 def _sweep_table(suite_file: _SuiteFile, cells: list[CellSpec]) -> dict:

@@ -92,6 +92,42 @@ def test_malformed_suite_names_key_and_line(tmp_path, edit, fragment):
     assert "tiny.toml" in str(info.value)
 
 
+DOPAMINE = """
+name = "tiny-dopamine"
+kind = "dopamine"
+
+[options]
+num_animals = 2
+num_trials = 500
+averaging_trials = 200
+"""
+
+
+def test_dopamine_options_are_read_with_their_types():
+    path = suites.SUITES_DIR / "dopamine.toml"
+    assert suites.load(str(path)).options["num_animals"] == 5
+
+
+@pytest.mark.parametrize(
+    "suite_text, argv, fragment",
+    [
+        (DOPAMINE.replace("num_animals", "animals"), [], "line 6): unknown dopamine option key"),
+        (DOPAMINE.replace("= 2", "= -3"), [], "line 6): num_animals=-3 must be >= 1"),
+        (DOPAMINE.replace("= 500", '= "many"'), [], "line 7): num_trials='many'"),
+        (DOPAMINE.replace("= 200", "= 900"), [], "averaging_trials=900 must be in [1, num_trials]"),
+        (DOPAMINE.replace("[options]", "seeds = 8\n[options]"), [], "'seeds' is not a dopamine"),
+        (DOPAMINE, ["--seeds", "3"], "--seeds=3: a dopamine suite has no seeds"),
+        (TINY + "[options]\nnum_animals = 2\n", [], '[options] is for kind = "dopamine"'),
+    ],
+)
+def test_bad_suite_options_are_one_line_exit_2(tmp_path, capsys, suite_text, argv, fragment):
+    path = _write(tmp_path, suite_text)
+    assert main(["run", "--suite", str(path), "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def _per_seed(payload):
     return {f"{c['spec']['agent']}/{c['spec']['env']}": c["per_seed"] for c in payload["cells"]}
 

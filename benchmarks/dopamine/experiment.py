@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 from agents import population_td
+from agents.base import build_config, require
 from benchmarks import results as results_io
 from benchmarks.dopamine import analysis, simulation
 from benchmarks.dopamine.decoding import BOUNDS_MARGIN, DECODING_SETTINGS, DECODINGS
@@ -46,51 +47,93 @@ def stderr_progress() -> Callable[[str], None]:
     return log
 
 
-def run_dopamine_analysis(
-    out_dir: str | Path,
-    *,
-    seed: int = 0,
-    num_animals: int = 5,
-    num_cells: int = 40,
-    num_trials: int = 20_000,
-    averaging_trials: int = 10_000,
-    learning_rate: float = 0.01,
-    quantile_learning_rate: float = 0.05,
-    asymmetry_low: float = 0.05,
-    asymmetry_high: float = 0.95,
-    response_noise: float = 1.0,
-    response_trials: int = 100,
-    probability_task_reward: float = PROBABILITY_TASK_REWARD,
-    noise_levels: Sequence[float] = NOISE_LEVELS,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Train expectile, quantile and classical populations on both mouse tasks, analyse them as
-    Dabney et al. did, and write dopamine.json, dopamine.md and PNG figures into out_dir.
+@dataclasses.dataclass(frozen=True)
+class StudyOptions:
+    """The study's settings: a dopamine suite's [options] table, or keywords of
+    `run_dopamine_analysis`.
 
     Each animal's cells learn from num_trials rewards; their predictions averaged over the last
     averaging_trials are then probed with response_trials noisy responses (SD response_noise,
     in reward units) to each magnitude, split into two independent halves. The expectile cells
     are also recorded at each of noise_levels (the reliability sweep). The same cells (the same
-    animal keys) also learn the variable-probability task. Quantile cells step in reward units,
-    hence their own quantile_learning_rate. log gets one progress line per stage (default: to
-    stderr). Returns the JSON payload.
+    animal keys) also learn the variable-probability task, whose reward is
+    probability_task_reward. Quantile cells step in reward units, hence their own
+    quantile_learning_rate.
     """
-    log = stderr_progress() if log is None else log
-    root = jax.random.PRNGKey(seed)
-    study = _Study(num_animals, response_trials, probability_task_reward, noise_levels, log)
-    for index, variant in enumerate(population_td.VARIANTS):
-        config = population_td.Config(
+
+    seed: int = 0
+    num_animals: int = 5
+    num_cells: int = 40
+    num_trials: int = 20_000
+    averaging_trials: int = 10_000
+    learning_rate: float = 0.01
+    quantile_learning_rate: float = 0.05
+    asymmetry_low: float = 0.05
+    asymmetry_high: float = 0.95
+    response_noise: float = 1.0
+    response_trials: int = 100
+    probability_task_reward: float = PROBABILITY_TASK_REWARD
+    noise_levels: tuple[float, ...] = NOISE_LEVELS
+
+    def population_config(self, variant: str) -> population_td.Config:
+        return population_td.Config(
             variant=variant,
-            num_cells=num_cells,
-            learning_rate=quantile_learning_rate if variant == "quantile" else learning_rate,
-            asymmetry_low=asymmetry_low,
-            asymmetry_high=asymmetry_high,
-            response_noise=response_noise,
-            num_trials=num_trials,
-            averaging_trials=averaging_trials,
+            num_cells=self.num_cells,
+            learning_rate=(
+                self.quantile_learning_rate if variant == "quantile" else self.learning_rate
+            ),
+            asymmetry_low=self.asymmetry_low,
+            asymmetry_high=self.asymmetry_high,
+            response_noise=self.response_noise,
+            num_trials=self.num_trials,
+            averaging_trials=self.averaging_trials,
         )
-        config.validate()
-        study.run_variant(config, jax.random.fold_in(root, index))
+
+    def validate(self) -> None:
+        require(self.seed >= 0, f"seed={self.seed} must be >= 0")
+        require(self.num_animals >= 1, f"num_animals={self.num_animals} must be >= 1")
+        # Two independent halves of the responses give the split-half reliability.
+        require(self.response_trials >= 2, f"response_trials={self.response_trials} must be >= 2")
+        require(
+            self.probability_task_reward > 0,
+            f"probability_task_reward={self.probability_task_reward} must be > 0",
+        )
+        require(
+            len(self.noise_levels) >= 1 and min(self.noise_levels) >= 0,
+            f"noise_levels={list(self.noise_levels)} must be one or more SDs >= 0",
+        )
+        for variant in population_td.VARIANTS:
+            self.population_config(variant).validate()
+
+
+def study_options(options: dict[str, Any] | None = None) -> StudyOptions:
+    """StudyOptions from a dict of overrides (text or values), validated: ConfigError names an
+    unknown key or a bad value and what is valid."""
+    return build_config(StudyOptions, options, what="dopamine option")
+
+
+def run_dopamine_analysis(
+    out_dir: str | Path, *, log: Callable[[str], None] | None = None, **options
+) -> dict[str, Any]:
+    """Train expectile, quantile and classical populations on both mouse tasks, analyse them as
+    Dabney et al. did, and write dopamine.json, dopamine.md and PNG figures into out_dir.
+
+    `options` are StudyOptions fields (ConfigError on a bad one, before anything runs). log
+    gets one progress line per stage (default: to stderr). Returns the JSON payload.
+    """
+    study_config = study_options(options)
+    log = stderr_progress() if log is None else log
+    seed = study_config.seed
+    root = jax.random.PRNGKey(seed)
+    study = _Study(
+        study_config.num_animals,
+        study_config.response_trials,
+        study_config.probability_task_reward,
+        study_config.noise_levels,
+        log,
+    )
+    for index, variant in enumerate(population_td.VARIANTS):
+        study.run_variant(study_config.population_config(variant), jax.random.fold_in(root, index))
     payload = results_io.to_jsonable(study.payload(seed))
     log(f"writing {Path(out_dir) / 'dopamine.json'}, dopamine.md and the figures")
     write_outputs(out_dir, payload)
