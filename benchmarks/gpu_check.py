@@ -28,13 +28,24 @@ REPLAY_AGENTS = ("dqn", "c51", "qrdqn", "iqn", "edrl")
 SIZES = {
     "full": {
         "identity": {"seeds": 4096, "steps": 50_000, "seed": 1234},
-        "c51": {"seeds": 4096, "steps": 500_000},
-        "throughput": {"seeds": (1, 64, 1024, 4096), "steps": 50_000, "agents": REPLAY_AGENTS},
+        "c51": {"seeds": 4096, "steps": 500_000, "learning_starts": None},  # C51's default
+        "throughput": {
+            "seeds": (1, 64, 1024, 4096),
+            "steps": 50_000,
+            "learning_starts": 1_000,
+            "agents": REPLAY_AGENTS,
+        },
     },
     "dry-run": {
         "identity": {"seeds": 8, "steps": 1_000, "seed": 5},
-        "c51": {"seeds": 4, "steps": 1_000},
-        "throughput": {"seeds": (2,), "steps": 1_000, "agents": ("dqn", "c51")},
+        # Learning starts within the toy runs, so they take gradient steps as the full ones do.
+        "c51": {"seeds": 4, "steps": 1_000, "learning_starts": 200},
+        "throughput": {
+            "seeds": (2,),
+            "steps": 1_000,
+            "learning_starts": 200,
+            "agents": ("dqn", "c51"),
+        },
     },
 }
 
@@ -72,13 +83,22 @@ def check_seed_identity(seeds: int, steps: int, seed: int) -> dict:
     }
 
 
-def check_c51(seeds: int, steps: int) -> dict:
-    """C51 at its defaults (the baseline configuration) on CartPole-v1."""
+def _every_seed_learned(results) -> bool:
+    """Whether every seed took gradient steps (a chunk without any logs a zero loss)."""
+    import numpy as np
+
+    return bool(np.all(np.any(np.asarray(results.train_loss) != 0, axis=1)))
+
+
+def check_c51(seeds: int, steps: int, learning_starts: int | None = None) -> dict:
+    """C51 at its defaults (the baseline configuration) on CartPole-v1; `learning_starts`
+    overrides C51's own (the dry run's toy runs learn early)."""
     from benchmarks import stats
     from benchmarks.cell import peak_memory_bytes
 
+    overrides = {} if learning_starts is None else {"learning_starts": learning_starts}
     start = time.perf_counter()
-    results = _train("c51", range(seeds), steps, num_evals=5, eval_episodes=16)
+    results = _train("c51", range(seeds), steps, overrides=overrides, num_evals=5, eval_episodes=16)
     final = results.eval_returns[:, -1].mean(axis=-1)  # [S] mean over the last evaluation
     return {
         "agent": "c51",
@@ -90,20 +110,24 @@ def check_c51(seeds: int, steps: int) -> dict:
         "env_steps_per_second": results.steps_per_second,
         "iqm_return": float(stats.iqm(final)),
         "mean_return": float(final.mean()),
+        "learned": _every_seed_learned(results),
         "peak_memory_bytes": peak_memory_bytes(),
     }
 
 
-def check_throughput(agent_name: str, seeds: int, steps: int) -> dict:
-    """Training env steps/s (learning from step 1,000) and compile time at one seed count."""
+def check_throughput(agent_name: str, seeds: int, steps: int, learning_starts: int) -> dict:
+    """Training env steps/s (learning from `learning_starts`) and compile time at one seed
+    count."""
     from benchmarks.cell import peak_memory_bytes
 
-    results = _train(agent_name, range(seeds), steps, overrides={"learning_starts": 1_000})
+    overrides = {"learning_starts": learning_starts}
+    results = _train(agent_name, range(seeds), steps, overrides=overrides)
     return {
         "agent": agent_name,
         "seeds": seeds,
         "env_steps_per_second": results.steps_per_second,
         "compile_seconds": results.compile_seconds,
+        "learned": _every_seed_learned(results),
         "peak_memory_bytes": peak_memory_bytes(),
     }
 
@@ -223,12 +247,16 @@ def run(out: Path, dry_run: bool, budget: float) -> dict:
         "seed identity", check_seed_identity, identity["seeds"], identity["steps"], identity["seed"]
     )
     _write(out, record)
-    steps["c51"] = within_budget("c51", check_c51, sizes["c51"]["seeds"], sizes["c51"]["steps"])
+    c51 = sizes["c51"]
+    steps["c51"] = within_budget(
+        "c51", check_c51, c51["seeds"], c51["steps"], c51["learning_starts"]
+    )
     _write(out, record)
     steps["throughput"] = []
     for seeds in sizes["throughput"]["seeds"]:
         for agent_name in sizes["throughput"]["agents"]:
-            args = (agent_name, seeds, sizes["throughput"]["steps"])
+            throughput = sizes["throughput"]
+            args = (agent_name, seeds, throughput["steps"], throughput["learning_starts"])
             name = f"throughput {agent_name} x {seeds}"
             row = within_budget(name, _in_subprocess, "check_throughput", *args)
             steps["throughput"].append({"agent": agent_name, "seeds": seeds, **row})

@@ -43,9 +43,11 @@ def test_dry_run_writes_every_check(tmp_path):
     assert identity["status"] == "ok" and identity["identical"], identity
     c51 = record["steps"]["c51"]
     assert c51["status"] == "ok" and c51["env_steps_per_second"] > 0 and c51["iqm_return"] > 0
+    assert c51["learned"]  # the toy runs take gradient steps, as the full ones do
     rows = record["steps"]["throughput"]
     assert {row["agent"] for row in rows} == {"dqn", "c51"}  # every agent on a real device
     assert all(row["status"] == "ok" and row["peak_memory_bytes"] > 0 for row in rows), rows
+    assert all(row["learned"] for row in rows), rows
     readme = (out / "README.md").read_text()
     assert "equal in every value" in readme and "| c51 | 2 |" in readme
     assert not list(out.glob(".*partial"))
