@@ -234,8 +234,8 @@ def run_cell(
 def cell_checkpoints(spec: CellSpec, seed_ids, base_seed: int, directory, every: int | None, log):
     """The checkpoints of one cell's training in `directory` (every: chunks between saves,
     None: decided by the run's length, 0: none), fingerprinted by everything its numbers
-    depend on: the cell, its seeds, the seed block and the code's commit. None for a
-    multi-process run, whose processes' states are process-local (not checkpointed yet)."""
+    depend on: the cell, its seeds, the seed block, the code's commit and the process count
+    (a multi-process run's processes each keep their own share)."""
     if every == 0:
         return None
     from benchmarks.checkpoints import RunCheckpoints

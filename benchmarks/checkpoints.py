@@ -261,7 +261,9 @@ def _meta(state, host: dict, fingerprint: dict) -> dict:
     }
 
 
-def _mismatch(directory: Path, difference: tuple) -> CheckpointMismatch:
+def mismatch_error(directory: Path, difference: tuple) -> CheckpointMismatch:
+    """The one-line refusal of a checkpoint made by another configuration (from
+    `first_difference`)."""
     field, saved, now = difference
     return CheckpointMismatch(
         f"checkpoint in {directory} was made with {field}={saved}, this run has {now}; use "
@@ -294,7 +296,7 @@ def _check_compatible(directory: Path, meta: dict, current_fingerprint, abstract
             {f"state{name}": spec for name, spec in wanted.items()},
         )
     if difference is not None:
-        raise _mismatch(directory, difference)
+        raise mismatch_error(directory, difference)
 
 
 def _verify_checksums(state, meta: dict) -> None:
@@ -457,7 +459,7 @@ def _padded_steps(steps: list[int]) -> np.ndarray:
     return np.asarray(newest + [-1] * (STEPS_OFFERED - len(newest)), np.int32)
 
 
-def _allgather(value: np.ndarray) -> np.ndarray:
+def allgather(value: np.ndarray) -> np.ndarray:
     """`value` of every process, stacked on a leading process axis."""
     from jax.experimental import multihost_utils
 
@@ -508,7 +510,7 @@ class ProcessStore:
         unusable: set[int] = set()
         while True:
             offered = [step for step in self.steps() if step not in unusable]
-            step = newest_common_step(_allgather(_padded_steps(offered)))
+            step = newest_common_step(allgather(_padded_steps(offered)))
             if step is None:
                 return None
             restored, outcome = None, _RESTORED
@@ -519,7 +521,7 @@ class ProcessStore:
                 outcome = _UNUSABLE
             except CheckpointMismatch as error:
                 mismatch, outcome = error, _MISMATCH
-            outcomes = _allgather(np.asarray(outcome, np.int32))
+            outcomes = allgather(np.asarray(outcome, np.int32))
             if outcome == _MISMATCH:
                 raise mismatch
             if np.any(outcomes == _MISMATCH):

@@ -303,19 +303,32 @@ def cmd_sweep(args) -> int:
     from benchmarks import results
 
     results.check_output_dir(out)
+    checkpoints = sweeps.sweep_checkpoints(
+        spec,
+        args.seed_start,
+        args.base_seed,
+        args.checkpoint_dir or out / "checkpoints",
+        args.checkpoint_every,
+        _log,
+    )
+    if checkpoints is not None and args.rerun:
+        checkpoints.finished()  # start over
     record = sweeps.run_sweep(
         spec,
         seed_start=args.seed_start,
         base_seed=args.base_seed,
         max_memory=max_memory,
-        log=lambda line: print(line, file=sys.stderr),
+        log=_log,
         show_progress=not args.quiet,
+        checkpoints=checkpoints,
     )
     payload = sweeps.sweep_payload([record])
     results.write_json(out / "results.json", payload)
     from benchmarks import report, sweep_report
 
     report.write_report(out, payload)
+    if checkpoints is not None:
+        checkpoints.finished()
     print(sweep_report.sweep_markdown(record))
     print(f"results in {out}/")
     return 0
@@ -457,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
         "50%% of RAM on the CPU); more lanes run in batches that fit",
     )
     sweep.add_argument("--out", help="output folder (default runs/sweep-AGENT-ENV)")
+    _add_checkpoint_flags(sweep, "DIR (default: OUT/checkpoints); a trained batch is kept there")
+    sweep.add_argument(
+        "--rerun", action="store_true", help="start over, ignoring the sweep's checkpoints"
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     run = sub.add_parser("run", help="run a suite (resumable): every agent x env cell")

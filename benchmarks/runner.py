@@ -58,6 +58,23 @@ class SeedResults:
         return len(self.seed_ids) * self.env_steps / max(self.train_seconds, 1e-9)
 
 
+def results_to_host(results: SeedResults) -> dict:
+    """`results` (its final state left out) as plain JSON types, arrays bit for bit (see
+    checkpoints.encode_host): how a sweep keeps a finished batch."""
+    from benchmarks.checkpoints import encode_host
+
+    fields = {f.name: getattr(results, f.name) for f in dataclasses.fields(SeedResults)}
+    fields.pop("final_state")
+    return encode_host(fields, "results")
+
+
+def results_from_host(host: dict) -> SeedResults:
+    """The inverse of `results_to_host`."""
+    from benchmarks.checkpoints import decode_host
+
+    return SeedResults(**decode_host(host))
+
+
 # SeedResults' fields with a leading seed axis (the others are the run's timings).
 PER_SEED_FIELDS = ("seed_ids", "eval_returns", "eval_discounted", "train_returns", "train_loss")
 

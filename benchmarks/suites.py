@@ -439,6 +439,8 @@ def run_suite(
             show_progress=show_progress,
             rerun=rerun,
             log=log,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
         )
     records = []
     for index, (spec, num_seeds) in enumerate(zip(suite.cells, suite.cell_seeds), 1):
@@ -504,10 +506,14 @@ def run_sweep_suite(
     show_progress: bool = True,
     rerun: bool = False,
     log=print,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
 ) -> dict[str, Any]:
     """A sweep suite: every agent x env cell swept over the [sweep] table's space, each sweep
     written atomically to out_dir/sweeps/ when it finishes (kept on a rerun while its
-    definition is unchanged), then results.json and the report."""
+    definition is unchanged), then results.json and the report. The sweep being run keeps
+    checkpoints in checkpoint_dir/CELL (default out_dir/checkpoints/; see
+    `sweep.sweep_checkpoints`), removed once it is written."""
     from benchmarks import sweep as sweeps
 
     table = suite.sweep
@@ -523,6 +529,12 @@ def run_sweep_suite(
             records.append(cached["sweep"])
             continue
         log(f"[{index}/{len(suite.cells)}] {spec.name}: sweep")
+        folder = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+        checkpoints = sweeps.sweep_checkpoints(
+            spec, seed_start, base_seed, folder / path.stem, checkpoint_every, log
+        )
+        if checkpoints is not None and rerun:
+            checkpoints.finished()  # start the sweep over
         record = sweeps.run_sweep(
             spec,
             seed_start=seed_start,
@@ -530,15 +542,20 @@ def run_sweep_suite(
             max_memory=max_memory,
             log=log,
             show_progress=show_progress,
+            checkpoints=checkpoints,
         )
-        payload = {"kind": "sweep-part", "metadata": results_io.metadata()}
-        results_io.write_json(path, {**payload, "fingerprint": fingerprint, "sweep": record})
+        if distributed.is_main_process():
+            payload = {"kind": "sweep-part", "metadata": results_io.metadata()}
+            results_io.write_json(path, {**payload, "fingerprint": fingerprint, "sweep": record})
+        if checkpoints is not None:
+            checkpoints.finished()
         records.append(record)
     payload = sweeps.sweep_payload(records, suite=suite.name, source=suite.source)
-    results_io.write_json(out_dir / "results.json", payload)
-    from benchmarks import report
+    if distributed.is_main_process():
+        results_io.write_json(out_dir / "results.json", payload)
+        from benchmarks import report
 
-    report.write_report(out_dir, payload)
+        report.write_report(out_dir, payload)
     return payload
 
 

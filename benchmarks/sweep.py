@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -31,7 +34,14 @@ from agents.coercion import field_types
 from benchmarks import seed_blocks
 from benchmarks.cell import CALIBRATION_METRICS, CellSpec, cell_record
 from benchmarks.results import metadata, to_jsonable
-from benchmarks.runner import SeedResults, concat_rows, run_seeds, select_rows
+from benchmarks.runner import (
+    SeedResults,
+    concat_rows,
+    results_from_host,
+    results_to_host,
+    run_seeds,
+    select_rows,
+)
 from benchmarks.train import TrainConfig, make_train
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice")
@@ -325,6 +335,119 @@ def plan(spec: SweepSpec, seed_ids, max_memory: int) -> list[Plan]:
 # --- running ---------------------------------------------------------------------------------------
 
 
+class SweepCheckpoints:
+    """A sweep's progress in `directory`, so that a killed sweep resumes where it stopped.
+
+    The batch being trained keeps its loop checkpoints in DIR/NAME/ (RunCheckpoints, as
+    `train` does); a trained batch is kept as its results, arrays bit for bit, in
+    DIR/NAME.json, and its loop checkpoints removed. Each is fingerprinted by the sweep and
+    the batch's lanes: another sweep's is refused (CheckpointMismatch, one line naming the
+    field). `finished()` removes everything once the sweep's results are written."""
+
+    def __init__(self, directory, fingerprint: dict, every: int | None = None, log=print):
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+        self.every = every
+        self.log = log
+
+    def _batch_fingerprint(self, lanes: dict) -> dict:
+        return {**self.fingerprint, "lanes": to_jsonable(lanes)}
+
+    def _results_path(self, name: str) -> Path:
+        # Each process keeps its own copy: a multi-process run need not share a filesystem.
+        suffix = "" if jax.process_count() == 1 else f".process_{jax.process_index()}"
+        return self.directory / f"{name}{suffix}.json"
+
+    def trained(self, name: str, lanes: dict) -> SeedResults | None:
+        """The batch's kept results, or None where it is still to train (in every process,
+        unless all of them have it)."""
+        from benchmarks.checkpoints import encode_host, first_difference, mismatch_error
+
+        path = self._results_path(name)
+        kept = None
+        payload = _read_kept(path, self.log)
+        if payload is not None:
+            current = encode_host(self._batch_fingerprint(lanes), "fingerprint")
+            difference = first_difference(payload["fingerprint"], current)
+            if difference is not None:
+                raise mismatch_error(self.directory, difference)
+            kept = payload["results"]
+        if jax.process_count() > 1:
+            from benchmarks.checkpoints import allgather
+
+            if not allgather(np.asarray(kept is not None)).all():
+                kept = None
+        if kept is None:
+            return None
+        self.log(f"{name}: trained earlier, kept ({path})")
+        return results_from_host(kept)
+
+    def run_checkpoints(self, name: str, lanes: dict):
+        """The loop checkpoints of the batch about to train."""
+        from benchmarks.checkpoints import RunCheckpoints
+
+        fingerprint = self._batch_fingerprint(lanes)
+        return RunCheckpoints(self.directory / name, fingerprint, self.every, log=self.log)
+
+    def keep(self, name: str, lanes: dict, results: SeedResults, run_checkpoints) -> None:
+        """The batch is trained: keep its results, drop its loop checkpoints."""
+        from benchmarks.checkpoints import encode_host
+        from benchmarks.results import atomic_write_text
+
+        payload = {
+            "fingerprint": encode_host(self._batch_fingerprint(lanes), "fingerprint"),
+            "results": results_to_host(results),
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self._results_path(name), json.dumps(payload))
+        run_checkpoints.finished()
+
+    def finished(self) -> None:
+        """The sweep's results are written (or it starts over): remove its checkpoints."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _read_kept(path: Path, log) -> dict | None:
+    """A kept batch's payload; None (trained again, with a warning) where it is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        if isinstance(payload, dict) and {"fingerprint", "results"} <= set(payload):
+            return payload
+        problem = "incomplete"
+    except (OSError, ValueError) as error:
+        problem = f"{type(error).__name__}"
+    log(f"warning: {path} is unusable ({problem}); training that batch again")
+    return None
+
+
+def sweep_checkpoints(
+    spec: SweepSpec, seed_start: int, base_seed: int, directory, every: int | None, log
+) -> SweepCheckpoints | None:
+    """The checkpoints of one sweep in `directory` (every: chunks between saves of a training
+    batch, None: decided by its length, 0: none), fingerprinted by everything its numbers
+    depend on: its configurations, seeds, selection, seed block and the code's commit."""
+    if every == 0:
+        return None
+    from benchmarks.results import git_commit
+
+    fingerprint = {
+        "agent": spec.agent,
+        "env": spec.env,
+        "env_overrides": to_jsonable(spec.env_overrides),
+        "configs": to_jsonable(spec.configs),
+        "train_config": to_jsonable(spec.train_config),
+        "seeds": [seed_start, spec.seeds, spec.eval_seeds],
+        "base_seed": base_seed,
+        "select": spec.select,
+        "seed_block": seed_blocks.block_size(spec.train_config.seed_block),
+        "commit": git_commit(),
+        "processes": jax.process_count(),
+    }
+    return SweepCheckpoints(directory, fingerprint, every, log)
+
+
 def program_key(spec: SweepSpec, program: Program) -> tuple:
     """What names a compiled program: all but the traced values (runner's program cache)."""
     return (
@@ -337,12 +460,21 @@ def program_key(spec: SweepSpec, program: Program) -> tuple:
 
 
 def run_lanes(
-    spec: SweepSpec, plan_: Plan, lane_seeds, lane_configs, *, base_seed: int, label: str = ""
+    spec: SweepSpec,
+    plan_: Plan,
+    lane_seeds,
+    lane_configs,
+    *,
+    base_seed: int,
+    label: str = "",
+    checkpoints: SweepCheckpoints | None = None,
+    name: str = "lanes",
 ) -> tuple[SeedResults, list[SeedResults]]:
     """Train the lanes (seed, configuration) in batches of plan_.batch_lanes (the last padded
     with copies of its last lane, dropped again), all through one compiled program; a progress
-    bar per batch where `label` is given. Returns the lanes' results in order and each batch's
-    own (for its timing)."""
+    bar per batch where `label` is given. With `checkpoints`, batch B is NAME_batchB there: a
+    kept one is not trained again, the one training resumes. Returns the lanes' results in
+    order and each batch's own (for its timing)."""
     agent = agents.module(spec.agent).make(spec.configs[plan_.program.indices[0]])
     env, params = envs.make(spec.env, **spec.env_overrides)
     key = program_key(spec, plan_.program)
@@ -352,26 +484,37 @@ def run_lanes(
     for number, start in enumerate(starts, 1):
         rows = np.arange(start, min(start + plan_.batch_lanes, len(lane_seeds)))
         padded = np.concatenate([rows, np.repeat(rows[-1:], plan_.batch_lanes - len(rows))])
-        bar = None
-        if label:
-            from benchmarks.progress import ChunkBar
-
-            bar = ChunkBar(f"{label} batch {number}/{len(starts)}", spec.train_config.num_evals)
-        try:
-            results = run_seeds(
-                agent,
-                env,
-                params,
-                spec.train_config,
-                lane_seeds[padded],
-                base_seed=base_seed,
-                progress=None if bar is None else bar.update,
-                hparams=_lane_values(spec, lane_configs[padded]),
-                program_key=key,
+        batch_name = f"{name}_batch{number}"
+        lanes = {"seeds": lane_seeds[padded], "configs": lane_configs[padded]}
+        results = None if checkpoints is None else checkpoints.trained(batch_name, lanes)
+        if results is None:
+            run_checkpoints = (
+                None if checkpoints is None else checkpoints.run_checkpoints(batch_name, lanes)
             )
-        finally:
-            if bar is not None:
-                bar.close()
+            bar = None
+            if label:
+                from benchmarks.progress import ChunkBar
+
+                title = f"{label} batch {number}/{len(starts)}"
+                bar = ChunkBar(title, spec.train_config.num_evals)
+            try:
+                results = run_seeds(
+                    agent,
+                    env,
+                    params,
+                    spec.train_config,
+                    lane_seeds[padded],
+                    base_seed=base_seed,
+                    progress=None if bar is None else bar.update,
+                    hparams=_lane_values(spec, lane_configs[padded]),
+                    program_key=key,
+                    checkpoints=run_checkpoints,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+            if checkpoints is not None:
+                checkpoints.keep(batch_name, lanes, results, run_checkpoints)
         batches.append(results)
         parts.append(select_rows(results, np.arange(len(rows))))
     return concat_rows(parts), batches
@@ -434,9 +577,11 @@ def run_sweep(
     max_memory: int | None = None,
     log: Callable[[str], None] = print,
     show_progress: bool = True,
+    checkpoints: SweepCheckpoints | None = None,
 ) -> dict[str, Any]:
     """Train every configuration on seeds seed_start.. (+ spec.seeds), select the best by
-    spec.select, train it again on the next spec.eval_seeds seeds; the sweep's record."""
+    spec.select, train it again on the next spec.eval_seeds seeds; the sweep's record. With
+    `checkpoints` (see `sweep_checkpoints`) a killed sweep resumes where it stopped."""
     max_memory = max_memory or default_max_memory()
     seed_ids = list(range(seed_start, seed_start + spec.seeds))
     plans = plan(spec, seed_ids, max_memory)
@@ -446,7 +591,14 @@ def run_sweep(
     for number, plan_ in enumerate(plans, 1):
         label = f"{spec.name} program {number}/{len(plans)}" if show_progress else ""
         results, batches = run_lanes(
-            spec, plan_, plan_.lane_seeds, plan_.lane_configs, base_seed=base_seed, label=label
+            spec,
+            plan_,
+            plan_.lane_seeds,
+            plan_.lane_configs,
+            base_seed=base_seed,
+            label=label,
+            checkpoints=checkpoints,
+            name=f"program{number}",
         )
         throughput.append(_throughput(batches, plan_))
         for index in plan_.program.indices:
@@ -454,7 +606,9 @@ def run_sweep(
     records = [
         _configuration_record(spec, i, lane_results[i], base_seed) for i in range(len(spec.configs))
     ]
-    selection = _selection(spec, records, plans, seed_start, base_seed, log, show_progress)
+    selection = _selection(
+        spec, records, plans, seed_start, base_seed, log, show_progress, checkpoints
+    )
     return to_jsonable(
         {
             "agent": spec.agent,
@@ -474,7 +628,9 @@ def run_sweep(
     )
 
 
-def _selection(spec, records, plans, seed_start, base_seed, log, show_progress) -> dict:
+def _selection(
+    spec, records, plans, seed_start, base_seed, log, show_progress, checkpoints=None
+) -> dict:
     """The winner on the tuning seeds and, retrained on fresh seeds, its figures there."""
     winner = select_winner(records, spec.select)
     out = {"metric": spec.select, "winner": winner, "tuning": None, "fresh": None}
@@ -494,7 +650,14 @@ def _selection(spec, records, plans, seed_start, base_seed, log, show_progress) 
     log(f"{spec.name}: winner {_describe(spec.points[winner])}; {len(fresh_ids)} fresh seeds")
     label = f"{spec.name} fresh seeds" if show_progress else ""
     results, _ = run_lanes(
-        spec, plan_, fresh_ids, np.full(len(fresh_ids), winner), base_seed=base_seed, label=label
+        spec,
+        plan_,
+        fresh_ids,
+        np.full(len(fresh_ids), winner),
+        base_seed=base_seed,
+        label=label,
+        checkpoints=checkpoints,
+        name="fresh",
     )
     fresh = _configuration_record(spec, winner, results, base_seed)["cell"]
     out["fresh"] = _selected_aggregate(fresh, spec.select)

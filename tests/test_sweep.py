@@ -82,21 +82,90 @@ def test_a_second_sweep_over_other_traced_values_compiles_nothing(swept):
     assert record["programs"][0]["compile_seconds"] < 5.0  # no compile, only the lanes' init
 
 
-def test_memory_batches_give_the_numbers_of_one_run(swept):
-    spec, record = swept
-    per_lane = sweeps.lane_bytes(spec, spec.configs[0])
-    # Room for one block of 4 lanes on each of the 2 devices: 8 lanes of 2 x 4 -> 1 batch;
-    # with 5 seeds x 4 configurations = 20 lanes -> 3 batches, the last padded.
-    tight = int(8 * per_lane * sweeps.MEMORY_HEADROOM)
-    spec5 = small_sweep(seeds=5, eval_seeds=0)
-    batched = sweeps.run_sweep(spec5, max_memory=tight, show_progress=False, log=lambda s: None)
-    assert batched["programs"][0]["batches"] == 3 and batched["programs"][0]["padded_lanes"] == 4
-    for index, configuration in enumerate(batched["configurations"]):
+def tight_memory(spec) -> int:
+    """Room for one block of 4 lanes on each of the 2 devices: 8 lanes per batch, so 5 seeds
+    x 4 configurations = 20 lanes run as 3 batches, the last padded."""
+    return int(8 * sweeps.lane_bytes(spec, spec.configs[0]) * sweeps.MEMORY_HEADROOM)
+
+
+@pytest.fixture(scope="module")
+def batched():
+    spec5 = small_sweep(seeds=5, eval_seeds=2)
+    record = sweeps.run_sweep(
+        spec5, max_memory=tight_memory(spec5), show_progress=False, log=lambda s: None
+    )
+    return spec5, record
+
+
+def test_memory_batches_give_the_numbers_of_one_run(swept, batched):
+    _, record = swept
+    _, batched_record = batched
+    program = batched_record["programs"][0]
+    assert program["batches"] == 3 and program["padded_lanes"] == 4
+    for index, configuration in enumerate(batched_record["configurations"]):
         first_two = {
             k: v[:2] if isinstance(v, list) else v
             for k, v in configuration["cell"]["per_seed"].items()
         }
         assert first_two == record["configurations"][index]["cell"]["per_seed"]
+
+
+def numbers(record):
+    """A sweep record's per-seed values and curves, every configuration's and the fresh run's."""
+    cells = [c["cell"] for c in record["configurations"]] + [record["selection"]["fresh_cell"]]
+    return [per_seed(cell) for cell in cells], record["selection"]["winner"]
+
+
+def test_a_stopped_sweep_resumes_to_the_numbers_of_one_run(batched, tmp_path, monkeypatch):
+    """SIGTERM in the second batch: the sweep stops with a checkpoint of that batch and the
+    first kept; run again, it trains only what was left and gives every number of a sweep
+    that was never stopped. Another sweep is refused in the same folder."""
+    import os
+    import signal
+
+    from benchmarks.checkpoints import CheckpointMismatch, Preempted
+
+    spec5, reference = batched
+    lines, calls, stopped = [], [], []
+
+    def checkpoints():
+        return sweeps.sweep_checkpoints(spec5, 0, 0, tmp_path / "ckpt", 1, lines.append)
+
+    real_run_seeds = sweeps.run_seeds
+
+    def run_seeds(*args, **kwargs):
+        calls.append(len(args[4]))
+        if len(calls) == 2 and not stopped:  # the second batch: stopped after its first chunk
+
+            def progress(done, total, info):
+                if done == 1:
+                    stopped.append(done)
+                    os.kill(os.getpid(), signal.SIGTERM)
+
+            kwargs["progress"] = progress
+        return real_run_seeds(*args, **kwargs)
+
+    monkeypatch.setattr(sweeps, "run_seeds", run_seeds)
+    memory = tight_memory(spec5)
+    with pytest.raises(Preempted):
+        sweeps.run_sweep(spec5, max_memory=memory, checkpoints=checkpoints(), log=lines.append)
+    assert (tmp_path / "ckpt" / "program1_batch1.json").is_file()
+    assert (tmp_path / "ckpt" / "program1_batch2").is_dir()
+    with pytest.raises(CheckpointMismatch, match="seeds"):
+        other = small_sweep(seeds=4, eval_seeds=2)
+        sweeps.run_sweep(
+            other,
+            max_memory=memory,
+            checkpoints=sweeps.sweep_checkpoints(other, 0, 0, tmp_path / "ckpt", 1, print),
+        )
+    calls.clear()
+    resumed = sweeps.run_sweep(
+        spec5, max_memory=memory, checkpoints=checkpoints(), show_progress=False, log=lines.append
+    )
+    assert len(calls) == 3  # batch 2 (resumed), batch 3 and the fresh seeds; not batch 1
+    assert any("program1_batch1: trained earlier, kept" in line for line in lines)
+    assert any("resuming from checkpoint" in line for line in lines)
+    assert numbers(resumed) == numbers(reference)
 
 
 def test_the_memory_plan_bounds_what_xla_allocates(swept):
