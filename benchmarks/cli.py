@@ -146,6 +146,7 @@ def cmd_train(args) -> int:
         env_overrides=_parse_sets(args.env_set, "--env-set"),
         train_overrides=_train_overrides(args),
     )
+    _warn_if_never_learning(spec.agent_config, spec.train_config)
     seed_ids = range(args.seed_start, args.seed_start + args.seeds)
     directory = args.checkpoint_dir or _default_checkpoints(spec, args)
     checkpoints = cell.cell_checkpoints(
@@ -172,6 +173,16 @@ def cmd_train(args) -> int:
     if checkpoints is not None:
         checkpoints.finished()
     return 0
+
+
+def _warn_if_never_learning(agent_config, train_config) -> None:
+    """A run too short to reach the agent's learning_starts takes no gradient step: say so."""
+    starts = getattr(agent_config, "learning_starts", None)
+    if starts is not None and starts >= train_config.total_steps:
+        _log(
+            f"warning: learning_starts={starts} >= steps={train_config.total_steps}: the agent "
+            "takes no gradient step (set e.g. --set learning_starts=N with N < --steps)"
+        )
 
 
 def _log(line: str) -> None:
@@ -204,7 +215,7 @@ def _add_training_flags(parser) -> None:
     parser.add_argument(
         "--seed-block",
         type=int,
-        help="seeds per compiled block on each device (default: 4 on CPU, 1024 on GPU/TPU); "
+        help="seeds per compiled block on each device (default or 0: 4 on CPU, 1024 on GPU/TPU); "
         "a seed's results are bit-identical across runs with the same block",
     )
     parser.add_argument(
@@ -299,6 +310,8 @@ def cmd_sweep(args) -> int:
         env_overrides=_parse_sets(args.env_set, "--env-set"),
         train_overrides=_train_overrides(args),
     )
+    latest_start = max(spec.configs, key=lambda c: getattr(c, "learning_starts", 0))
+    _warn_if_never_learning(latest_start, spec.train_config)
     out = Path(args.out) if args.out else RUNS_DIR / f"sweep-{args.agent}-{args.env}"
     from benchmarks import results
 
@@ -397,8 +410,15 @@ def cmd_throughput(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (exit 2), as all bad input is."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distbench",
         description="Benchmark distributional RL agents in JAX: many seeds, calibration, speed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

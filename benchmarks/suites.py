@@ -113,7 +113,7 @@ def load(name_or_path: str, *, seeds: int | None = None, steps: int | None = Non
         options = _dopamine_options(suite_file, seeds, steps)
     sweep = _sweep_table(suite_file, cells) if kind == "sweep" else {}
     return Suite(
-        suite_file.path.stem,
+        _suite_name(suite_file),
         suite_file.data.get("description", ""),
         kind,
         suite_seeds,
@@ -157,6 +157,14 @@ def _dopamine_options(suite_file: _SuiteFile, seeds: int | None, steps: int | No
     except ConfigError as err:
         named = [key for key in options if re.search(rf"\b{re.escape(key)}\b", str(err))]
         suite_file.fail(named[0] if named else "options", str(err), section="[options]")
+
+
+def _suite_name(suite_file: _SuiteFile) -> str:
+    """The suite's `name` (what results record and `compare` matches), else its file's stem."""
+    name = suite_file.data.get("name", suite_file.path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        suite_file.fail("name", f"name={name!r} must be letters, digits, '_', '.' or '-'")
+    return name
 
 
 def _sweep_table(suite_file: _SuiteFile, cells: list[CellSpec]) -> dict:

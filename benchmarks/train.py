@@ -36,6 +36,15 @@ class TrainConfig:
     def validate(self) -> None:
         require(self.total_steps >= 1, f"steps={self.total_steps} must be >= 1")
         require(self.num_envs >= 1, f"num_envs={self.num_envs} must be >= 1")
+        # Each loop iteration steps every env once: another count would run more steps than
+        # the result records.
+        lower = self.total_steps // self.num_envs * self.num_envs
+        require(
+            self.total_steps % self.num_envs == 0,
+            f"steps={self.total_steps} must be a multiple of num_envs={self.num_envs} (each "
+            f"iteration steps every env once): e.g. {max(lower, self.num_envs)} or "
+            f"{lower + self.num_envs}",
+        )
         require(self.num_evals >= 1, f"num_evals={self.num_evals} must be >= 1")
         require(self.eval_episodes >= 1, f"eval_episodes={self.eval_episodes} must be >= 1")
         require(self.max_eval_steps >= 1, f"max_eval_steps={self.max_eval_steps} must be >= 1")

@@ -71,6 +71,39 @@ def test_an_output_that_cannot_be_written_fails_before_training(
     assert len(err.splitlines()) == 1 and fragment in err
 
 
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (
+            ["--steps", "1001"],
+            (
+                "steps=1001 must be a multiple of num_envs=10 (each iteration steps every env "
+                "once): e.g. 1000 or 1010"
+            ),
+        ),
+        (["--steps", "7", "--num-envs", "4"], "e.g. 4 or 8"),
+        (["--seeds", "abc"], "argument --seeds: invalid int value: 'abc'"),
+        (["--evals"], "argument --evals: expected one argument"),
+    ],
+)
+def test_bad_training_flags_are_one_line_exit_2(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_info:
+        if main(["train", "--agent", "dqn", "--env", "CartPole-v1", *argv]) == 2:
+            raise SystemExit(2)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and fragment in err, err
+
+
+def test_a_run_too_short_to_learn_says_so(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cell, "run_cell", interrupted)
+    assert main(["train", "--agent", "dqn", "--env", "CartPole-v1", "--steps", "5000"]) == 130
+    err = capsys.readouterr().err
+    assert "warning: learning_starts=10000 >= steps=5000: the agent takes no gradient step" in err
+
+
 def test_a_suite_output_that_is_a_file_fails_before_training(tmp_path, capsys):
     (tmp_path / "taken").write_text("x")
     assert main(["run", "--suite", "ci", "--out", str(tmp_path / "taken")]) == 2

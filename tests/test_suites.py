@@ -92,6 +92,16 @@ def test_malformed_suite_names_key_and_line(tmp_path, edit, fragment):
     assert "tiny.toml" in str(info.value)
 
 
+def test_a_suite_is_named_by_its_name_key_else_its_file(tmp_path):
+    named = _write(tmp_path, TINY.replace('name = "tiny"', 'name = "mine"'), "other.toml")
+    assert suites.load(str(named)).name == "mine"
+    unnamed = _write(tmp_path, TINY.replace('name = "tiny"\n', ""), "unnamed.toml")
+    assert suites.load(str(unnamed)).name == "unnamed"
+    bad = _write(tmp_path, TINY.replace('name = "tiny"', 'name = "a/b"'), "bad.toml")
+    with pytest.raises(suites.SuiteError, match=r"line 2\): name='a/b' must be letters"):
+        suites.load(str(bad))
+
+
 DOPAMINE = """
 name = "tiny-dopamine"
 kind = "dopamine"
