@@ -55,7 +55,7 @@ RULES = {
     "crps": Rule("CRPS", False, 0.20, "return"),
     "ks": Rule("KS", False, 0.20, "probability"),
     "quantile_coverage_error": Rule("quantile coverage", False, 0.20, "probability"),
-    "pit_ks": Rule("PIT KS", False, 0.20, "probability"),
+    "pit_ks": Rule("PIT KS per seed", False, 0.20, "probability"),
     # Relative to the probe. Shared machines are noisy, so a fifth slower to count: a slowdown
     # by a quarter is flagged.
     THROUGHPUT: Rule("throughput", True, 0.20, None),

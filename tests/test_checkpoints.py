@@ -35,6 +35,7 @@ from benchmarks.checkpoints import (
     estimate_bytes,
     newest_common_step,
 )
+from benchmarks.cli import xla_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM_SEEDS = 4
@@ -188,7 +189,8 @@ CROSS_DEVICE_SCRIPT = textwrap.dedent(
 
 
 def _with_devices(count: int) -> dict:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+    devices = f"--xla_force_host_platform_device_count={count}"
+    return {**os.environ, "XLA_FLAGS": xla_flags(devices)}
 
 
 def test_written_on_two_devices_restores_on_one_and_back(state, tmp_path):

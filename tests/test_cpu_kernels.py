@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agents import cpu_kernels, imputation, iqn, losses, qrdqn
+from benchmarks.cli import xla_flags
 
 
 def normal(seed, *shape, scale=1.0, offset=0.0):
@@ -189,7 +190,7 @@ for name in ("c51", "edrl"):
     results = run_seeds(agent, env, params, config, [0, 1, 2])
     assert results.num_devices == 2 and results.train_loss.size, name
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2")}
     command = [sys.executable, "-c", code]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=600, env=env, check=False

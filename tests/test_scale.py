@@ -12,6 +12,7 @@ import pytest
 
 import agents
 import envs
+from benchmarks.cli import xla_flags
 from benchmarks.runner import run_seeds
 from benchmarks.train import TrainConfig
 
@@ -36,7 +37,8 @@ SCRIPT = textwrap.dedent(
 
 def _in_subprocess(num_devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    # The CLI's XLA settings, as the test process has them (conftest): same numerics.
+    env["XLA_FLAGS"] = xla_flags(f"--xla_force_host_platform_device_count={num_devices}")
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         env=env,

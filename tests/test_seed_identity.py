@@ -18,6 +18,8 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks.cli import xla_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent(
@@ -48,7 +50,8 @@ RUNS = {2: ["0:64", "5:1", "0:5"], 1: ["5:1", "4:2", "0:3"], 4: ["5:1", "0:8"]}
 
 
 def _run(num_devices: int, windows: list[str]) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"}
+    devices = f"--xla_force_host_platform_device_count={num_devices}"
+    env = {**os.environ, "XLA_FLAGS": xla_flags(devices)}  # the CLI's XLA settings
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, *windows],
         env=env,
