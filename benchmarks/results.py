@@ -97,17 +97,29 @@ def _install_source() -> Path | None:
     return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
 
 
+# What "-dirty" does not count: the published results, which `run --out results/...` rewrites
+# (an earlier suite of the same session would otherwise mark the next one dirty).
+RECORD_PATHSPEC = ":(top,exclude)results"
+
+
+def _code_changed(folder: Path) -> bool:
+    """Whether the checkout at `folder` has uncommitted changes to tracked files outside
+    results/."""
+    args = ("--porcelain", "--untracked-files=no", "--", ":(top)", RECORD_PATHSPEC)
+    return bool(_git(folder, "status", *args))
+
+
 def git_commit() -> str:
-    """The commit of the code that runs ("-dirty" with uncommitted changes), read from the
-    checkout this module lives in or, for a non-editable install, the one it was installed
-    from; "unknown" where neither is a git checkout."""
+    """The commit of the code that runs ("-dirty" with uncommitted changes outside results/,
+    the published record, which a run may be rewriting), read from the checkout this module
+    lives in or, for a non-editable install, the one it was installed from; "unknown" where
+    neither is a git checkout."""
     for folder in (Path(__file__).resolve().parent, _install_source()):
         if folder is None or not folder.is_dir():
             continue
         commit = _git(folder, "rev-parse", "HEAD")
         if commit:
-            dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
-            return commit + ("-dirty" if dirty else "")
+            return commit + ("-dirty" if _code_changed(folder) else "")
     return "unknown"
 
 

@@ -224,3 +224,24 @@ def test_a_diverged_suite_cell_is_written_kept_on_rerun_and_reported(tmp_path, m
     assert main(argv) == 0
     assert "kept" in capsys.readouterr().out
     assert report.regenerate(out)
+
+
+def test_rewritten_results_do_not_mark_the_code_dirty(tmp_path):
+    """A suite run into results/ rewrites tracked files; the next run's commit stays clean
+    until code changes."""
+    from benchmarks import results
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "results.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    subfolder = tmp_path / "results"  # git_commit asks from the package's folder
+    (tmp_path / "results" / "results.json").write_text('{"new": 1}\n')
+    assert not results._code_changed(subfolder)
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results._code_changed(subfolder)
