@@ -206,14 +206,10 @@ def run_cell(
     require(len(seed_ids) >= 1, "seeds=0: at least one seed is needed")
     agent = agents.module(spec.agent).make(spec.agent_config)
     env, params = envs.make(spec.env, **spec.env_overrides)
-    progress = progress_callback
-    bar = None
-    if show_progress and progress is None:
-        from benchmarks.progress import ChunkBar
+    from benchmarks.progress import chunk_bar
 
-        bar = ChunkBar(spec.name, spec.train_config.num_evals)
-        progress = bar.update
-    try:
+    title = spec.name if show_progress and progress_callback is None else None
+    with chunk_bar(title, spec.train_config.num_evals) as bar_update:
         results = run_seeds(
             agent,
             env,
@@ -221,13 +217,10 @@ def run_cell(
             spec.train_config,
             distributed.local_share(seed_ids),
             base_seed=base_seed,
-            progress=progress,
+            progress=progress_callback or bar_update,
             checkpoints=checkpoints,
         )
         results = distributed.gather(results)
-    finally:
-        if bar is not None:
-            bar.close()
     return cell_record(spec, results, base_seed=base_seed)
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -40,3 +42,17 @@ class ChunkBar:
 
     def close(self) -> None:
         self._progress.stop()
+
+
+@contextlib.contextmanager
+def chunk_bar(title: str | None, num_chunks: int) -> Iterator[Callable | None]:
+    """A ChunkBar's `update` as a run's progress callback, the bar closed on leaving; None
+    (no bar) where `title` is None."""
+    if title is None:
+        yield None
+        return
+    bar = ChunkBar(title, num_chunks)
+    try:
+        yield bar.update
+    finally:
+        bar.close()

@@ -33,6 +33,7 @@ from agents.base import ConfigError, hyperparams, require, static_config, traced
 from agents.coercion import field_types
 from benchmarks import seed_blocks
 from benchmarks.cell import CALIBRATION_METRICS, CellSpec, cell_record
+from benchmarks.progress import chunk_bar
 from benchmarks.results import metadata, to_jsonable
 from benchmarks.runner import (
     SeedResults,
@@ -491,13 +492,8 @@ def run_lanes(
             run_checkpoints = (
                 None if checkpoints is None else checkpoints.run_checkpoints(batch_name, lanes)
             )
-            bar = None
-            if label:
-                from benchmarks.progress import ChunkBar
-
-                title = f"{label} batch {number}/{len(starts)}"
-                bar = ChunkBar(title, spec.train_config.num_evals)
-            try:
+            title = f"{label} batch {number}/{len(starts)}" if label else None
+            with chunk_bar(title, spec.train_config.num_evals) as bar_update:
                 results = run_seeds(
                     agent,
                     env,
@@ -505,14 +501,11 @@ def run_lanes(
                     spec.train_config,
                     lane_seeds[padded],
                     base_seed=base_seed,
-                    progress=None if bar is None else bar.update,
+                    progress=bar_update,
                     hparams=_lane_values(spec, lane_configs[padded]),
                     program_key=key,
                     checkpoints=run_checkpoints,
                 )
-            finally:
-                if bar is not None:
-                    bar.close()
             if checkpoints is not None:
                 checkpoints.keep(batch_name, lanes, results, run_checkpoints)
         batches.append(results)
