@@ -58,8 +58,16 @@ def write_report(out_dir: str | Path, payload: dict) -> list[Path]:
     return written
 
 
+def report_dir(json_path: Path) -> Path:
+    """Where the report of a results file goes: beside results.json; for any other file
+    (`train --out runs/a.json`), a folder of its own name (runs/a/), so that reports of two
+    files in one folder do not overwrite each other."""
+    return json_path.parent if json_path.name == "results.json" else json_path.with_suffix("")
+
+
 def regenerate(path: str | Path) -> list[Path]:
-    """`distbench report DIR`: rebuild tables and plots from DIR/results.json alone."""
+    """`distbench report DIR` (or FILE.json): rebuild tables and plots from the results file
+    alone, into `report_dir`."""
     path = Path(path)
     json_path = path / "results.json" if path.is_dir() else path
     payload = results_io.read_json(json_path)
@@ -68,4 +76,4 @@ def regenerate(path: str | Path) -> list[Path]:
             f"{str(json_path)!r} holds a {payload.get('kind')!r} result; report needs a suite, "
             "train or sweep result"
         )
-    return write_report(json_path.parent, payload)
+    return write_report(report_dir(json_path), payload)

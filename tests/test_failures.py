@@ -35,9 +35,11 @@ def test_a_diverged_agent_is_a_result_written_recorded_and_reported(tmp_path, ca
     assert all(v is None for v in record["per_seed"]["wasserstein1"])
     assert record["aggregates"]["return"] is None
     assert "| diverged |" in table and "3/3" in table
-    # The report of a diverged run is made too.
+    # The report of a diverged run is made too, in a folder of the file's own name.
     written = report.regenerate(out)
     assert any(p.name.startswith("calibration_") for p in written)
+    assert (tmp_path / "diverged" / "results.md").is_file()
+    assert not (tmp_path / "results.md").exists()
 
 
 def test_aggregates_use_the_finite_seeds_and_count_the_others():
