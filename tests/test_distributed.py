@@ -37,30 +37,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_write_one_result_equal_to_one_process(tmp_path):
-    suite = tmp_path / "tiny.toml"
-    suite.write_text(SUITE)
+def _two_processes(command: list[str]) -> list[subprocess.Popen]:
+    """`python -m benchmarks COMMAND` as processes 0 and 1 of a localhost run, one device each."""
     port = _free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    procs = [
+    return [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks",
-                "run",
-                "--suite",
-                str(suite),
-                "--out",
-                str(tmp_path / "multi"),
-                "--quiet",
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(rank),
-            ],
+            [sys.executable, "-m", "benchmarks", *command, "--coordinator", f"127.0.0.1:{port}"]
+            + ["--num-processes", "2", "--process-id", str(rank)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -69,6 +53,14 @@ def test_two_processes_write_one_result_equal_to_one_process(tmp_path):
         )
         for rank in (0, 1)
     ]
+
+
+def test_two_processes_write_one_result_equal_to_one_process(tmp_path):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    procs = _two_processes(
+        ["run", "--suite", str(suite), "--out", str(tmp_path / "multi"), "--quiet"]
+    )
     try:
         outputs = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -125,22 +117,8 @@ TRAIN = [
 ]
 
 
-def _two_processes(tmp_path, out: Path):
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    command = [*TRAIN, "--out", str(out), "--checkpoint-dir", str(tmp_path / "checkpoints")]
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "benchmarks", *command, "--coordinator", f"127.0.0.1:{port}"]
-            + ["--num-processes", "2", "--process-id", str(rank)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
+def _killable_train(tmp_path, out: Path) -> list[str]:
+    return [*TRAIN, "--out", str(out), "--checkpoint-dir", str(tmp_path / "checkpoints")]
 
 
 def test_two_processes_killed_after_a_checkpoint_resume_to_one_process_numbers(tmp_path):
@@ -148,7 +126,7 @@ def test_two_processes_killed_after_a_checkpoint_resume_to_one_process_numbers(t
     import time
 
     out = tmp_path / "multi.json"
-    procs = _two_processes(tmp_path, out)
+    procs = _two_processes(_killable_train(tmp_path, out))
     folders = [tmp_path / "checkpoints" / f"process_{rank}" for rank in (0, 1)]
     deadline = time.monotonic() + 300
     try:
@@ -161,7 +139,7 @@ def test_two_processes_killed_after_a_checkpoint_resume_to_one_process_numbers(t
             p.send_signal(signal.SIGKILL)
             p.communicate()
     assert not out.exists()
-    procs = _two_processes(tmp_path, out)
+    procs = _two_processes(_killable_train(tmp_path, out))
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-2000:]
