@@ -224,9 +224,12 @@ def run_cell(
     return cell_record(spec, results, base_seed=base_seed)
 
 
-def cell_checkpoints(spec: CellSpec, seed_ids, base_seed: int, directory, every: int | None, log):
+def cell_checkpoints(
+    spec: CellSpec, seed_ids, base_seed: int, directory, every: int | None, log, rerun=False
+):
     """The checkpoints of one cell's training in `directory` (every: chunks between saves,
-    None: decided by the run's length, 0: none), fingerprinted by everything its numbers
+    None: decided by the run's length, 0: none; rerun: any there are removed first, so the
+    run starts over), fingerprinted by everything its numbers
     depend on: the cell, its seeds, the seed block, the code's commit and the process count
     (a multi-process run's processes each keep their own share)."""
     if every == 0:
@@ -243,7 +246,10 @@ def cell_checkpoints(spec: CellSpec, seed_ids, base_seed: int, directory, every:
         "commit": git_commit(),
         "processes": jax.process_count(),
     }
-    return RunCheckpoints(directory, fingerprint, every, log=log)
+    checkpoints = RunCheckpoints(directory, fingerprint, every, log=log)
+    if rerun:
+        checkpoints.finished()  # start over
+    return checkpoints
 
 
 def diverged_seeds(results: SeedResults) -> np.ndarray:

@@ -150,10 +150,8 @@ def cmd_train(args) -> int:
     seed_ids = range(args.seed_start, args.seed_start + args.seeds)
     directory = args.checkpoint_dir or _default_checkpoints(spec, args)
     checkpoints = cell.cell_checkpoints(
-        spec, seed_ids, args.base_seed, directory, args.checkpoint_every, _log
+        spec, seed_ids, args.base_seed, directory, args.checkpoint_every, _log, args.rerun
     )
-    if checkpoints is not None and args.rerun:
-        checkpoints.finished()  # start over
     record = cell.run_cell(
         spec,
         seed_ids,
@@ -323,9 +321,8 @@ def cmd_sweep(args) -> int:
         args.checkpoint_dir or out / "checkpoints",
         args.checkpoint_every,
         _log,
+        args.rerun,
     )
-    if checkpoints is not None and args.rerun:
-        checkpoints.finished()  # start over
     record = sweeps.run_sweep(
         spec,
         seed_start=args.seed_start,

@@ -466,10 +466,8 @@ def run_suite(
         )
         folder = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
         checkpoints = cells.cell_checkpoints(
-            spec, seed_ids, base_seed, folder / path.stem, checkpoint_every, log
+            spec, seed_ids, base_seed, folder / path.stem, checkpoint_every, log, rerun
         )
-        if checkpoints is not None and rerun:
-            checkpoints.finished()  # start the cell over
         record = cells.run_cell(
             spec,
             seed_ids,
@@ -539,10 +537,8 @@ def run_sweep_suite(
         log(f"[{index}/{len(suite.cells)}] {spec.name}: sweep")
         folder = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
         checkpoints = sweeps.sweep_checkpoints(
-            spec, seed_start, base_seed, folder / path.stem, checkpoint_every, log
+            spec, seed_start, base_seed, folder / path.stem, checkpoint_every, log, rerun
         )
-        if checkpoints is not None and rerun:
-            checkpoints.finished()  # start the sweep over
         record = sweeps.run_sweep(
             spec,
             seed_start=seed_start,

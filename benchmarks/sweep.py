@@ -424,11 +424,18 @@ def _read_kept(path: Path, log) -> dict | None:
 
 
 def sweep_checkpoints(
-    spec: SweepSpec, seed_start: int, base_seed: int, directory, every: int | None, log
+    spec: SweepSpec,
+    seed_start: int,
+    base_seed: int,
+    directory,
+    every: int | None,
+    log,
+    rerun: bool = False,
 ) -> SweepCheckpoints | None:
     """The checkpoints of one sweep in `directory` (every: chunks between saves of a training
-    batch, None: decided by its length, 0: none), fingerprinted by everything its numbers
-    depend on: its configurations, seeds, selection, seed block and the code's commit."""
+    batch, None: decided by its length, 0: none; rerun: any there are removed first),
+    fingerprinted by everything its numbers depend on: its configurations, seeds, selection,
+    seed block and the code's commit."""
     if every == 0:
         return None
     from benchmarks.results import git_commit
@@ -446,7 +453,10 @@ def sweep_checkpoints(
         "commit": git_commit(),
         "processes": jax.process_count(),
     }
-    return SweepCheckpoints(directory, fingerprint, every, log)
+    checkpoints = SweepCheckpoints(directory, fingerprint, every, log)
+    if rerun:
+        checkpoints.finished()  # start over
+    return checkpoints
 
 
 def program_key(spec: SweepSpec, program: Program) -> tuple:
